@@ -1,0 +1,52 @@
+# Two commands a newcomer needs: `make run` and `make test`. Everything else is for them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install migrate seed check lint typecheck importlint pytest schema clean
+
+run: install
+	$(BIN)/userql migrate
+	$(BIN)/userql seed
+	$(BIN)/userql serve --host $(HOST) --port $(PORT)
+
+test: install check pytest
+
+install: $(STAMP)
+
+# Reinstalls when the dependency list or the pinned versions change.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+migrate: install
+	$(BIN)/userql migrate
+
+seed: install
+	$(BIN)/userql seed
+
+check: lint typecheck importlint
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy .
+
+importlint: install
+	$(BIN)/lint-imports
+
+pytest: install
+	$(BIN)/pytest --cov --cov-report=term
+
+schema: install
+	$(BIN)/userql export-schema
+
+clean:
+	rm -rf $(VENV) build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache
