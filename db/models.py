@@ -1,0 +1,42 @@
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, String
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import MYSQL_TABLE_OPTIONS, Base, UTCDateTime, utc_now
+
+NAME_MAX_LENGTH = 80
+# RFC 5321's limit on a forward path, the longest address that can receive mail.
+EMAIL_MAX_LENGTH = 254
+
+
+class Role(enum.StrEnum):
+    USER = "USER"
+    ADMIN = "ADMIN"
+
+
+def _same_as_created_at(context: DefaultExecutionContext) -> datetime:
+    # One clock reading per new row: a fresh row was not updated after it was created.
+    created_at: datetime = (context.current_parameters or {})["created_at"]
+    return created_at
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    # Stored lower-cased by the service, so a plain unique index is case-insensitive on any
+    # collation.
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True)
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, name="role", native_enum=False, create_constraint=True, length=16),
+        default=Role.USER,
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=_same_as_created_at, onupdate=utc_now
+    )
