@@ -1,0 +1,76 @@
+import json
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from services.errors import ProvisioningError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    id: int
+    name: str
+    email: str
+    role: str
+    created_at: datetime
+
+
+class Provisioner(Protocol):
+    """The external system that must accept a user before the user exists here.
+
+    Called inside the creating transaction, before its commit: raising `ProvisioningError`
+    rolls the user back.
+    """
+
+    def provision(self, user: NewUser) -> None: ...
+
+
+class NoopProvisioner:
+    def provision(self, user: NewUser) -> None:
+        return None
+
+
+class WebhookProvisioner:
+    """POSTs the new user as JSON; any answer but 2xx, or no answer in time, is a refusal."""
+
+    def __init__(self, url: str, *, timeout_seconds: float) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("the provisioning webhook URL must be http:// or https://")
+        self._url = url
+        self._timeout_seconds = timeout_seconds
+
+    def provision(self, user: NewUser) -> None:
+        body = json.dumps(
+            {
+                "id": str(user.id),
+                "name": user.name,
+                "email": user.email,
+                "role": user.role,
+                "createdAt": user.created_at.isoformat(),
+            }
+        ).encode()
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            self._url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_seconds) as response:  # noqa: S310
+                response.read()
+        except urllib.error.HTTPError as error:
+            logger.warning("provisioning webhook refused user %s: HTTP %s", user.id, error.code)
+            raise ProvisioningError(
+                f"The provisioning service refused the user (HTTP {error.code})."
+            ) from error
+        except TimeoutError as error:
+            logger.warning("provisioning webhook timed out for user %s", user.id)
+            raise ProvisioningError("The provisioning service did not answer in time.") from error
+        except (urllib.error.URLError, OSError) as error:
+            logger.warning("provisioning webhook unreachable for user %s: %s", user.id, error)
+            raise ProvisioningError("The provisioning service could not be reached.") from error

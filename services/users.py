@@ -1,0 +1,96 @@
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from db import models
+from services.errors import EmailTaken
+from services.provisioning import NewUser, Provisioner
+from services.unit_of_work import UnitOfWork
+
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[models.User]
+    has_next_page: bool
+    total_count: int | None
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def create_user(
+    uow: UnitOfWork,
+    provisioner: Provisioner,
+    *,
+    name: str,
+    email: str,
+    role: models.Role = models.Role.USER,
+) -> models.User:
+    """Create a user and provision it, in one transaction.
+
+    The provisioner runs after the row is written and before the commit, so a refusal leaves
+    nothing behind. Raises EmailTaken (in any letter case, also when a concurrent request wins
+    the race) and ProvisioningError.
+    """
+    email = normalize_email(email)
+    with uow:
+        if uow.session.scalar(select(models.User.id).where(models.User.email == email)):
+            raise EmailTaken(email)
+        user = models.User(name=name.strip(), email=email, role=role)
+        uow.session.add(user)
+        try:
+            uow.session.flush()
+        except IntegrityError as error:
+            # Another transaction inserted the same email after our check.
+            raise EmailTaken(email) from error
+        provisioner.provision(
+            NewUser(
+                id=user.id,
+                name=user.name,
+                email=user.email,
+                role=user.role.value,
+                created_at=user.created_at,
+            )
+        )
+        uow.commit()
+        return user
+
+
+def get_user(uow: UnitOfWork, *, user_id: int) -> models.User | None:
+    """The user with this id, or None."""
+    with uow:
+        return uow.session.get(models.User, user_id)
+
+
+def list_users(
+    uow: UnitOfWork, *, first: int, after_id: int | None = None, with_total: bool = False
+) -> UserPage:
+    """Users ordered by id, `first` of them after `after_id`; two statements at most.
+
+    Keyset pagination: the page costs the same however deep it is. Raises ValueError when
+    `first` is outside 1..MAX_PAGE_SIZE.
+    """
+    if not 1 <= first <= MAX_PAGE_SIZE:
+        raise ValueError(f"first must be between 1 and {MAX_PAGE_SIZE}")
+    query = select(models.User).order_by(models.User.id).limit(first + 1)
+    if after_id is not None:
+        query = query.where(models.User.id > after_id)
+    with uow:
+        # One row past the page tells whether another page exists, without a second query.
+        rows = list(uow.session.scalars(query))
+        total = _count(uow) if with_total else None
+    return UserPage(users=rows[:first], has_next_page=len(rows) > first, total_count=total)
+
+
+def count_users(uow: UnitOfWork) -> int:
+    """How many users exist."""
+    with uow:
+        return _count(uow)
+
+
+def _count(uow: UnitOfWork) -> int:
+    return uow.session.scalar(select(func.count()).select_from(models.User)) or 0
