@@ -1,0 +1,17 @@
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.provisioning import Provisioner
+from services.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a resolver may use: plain values handed over by app.py, never the settings."""
+
+    session_factory: sessionmaker[Session]
+    provisioner: Provisioner
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory)

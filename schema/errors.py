@@ -1,0 +1,174 @@
+"""How failures reach clients.
+
+Every error in a response carries `extensions.code`. Errors a client can act on keep their
+message; anything else is replaced at the HTTP boundary by "Internal server error" with code
+INTERNAL, and only the log keeps the traceback (see `mask_unexpected`).
+"""
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import marshmallow
+import strawberry
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import SchemaExtension
+from strawberry.types.field import StrawberryField
+
+from schema.types.errors import FieldError, ValidationError
+from schema.types.users import EmailAlreadyRegistered, ProvisioningFailed
+from services.errors import EmailTaken, ProvisioningError, ServiceError
+
+logger = logging.getLogger(__name__)
+
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+INTERNAL = "INTERNAL"
+INTERNAL_MESSAGE = "Internal server error"
+
+
+class InputRule(NamedTuple):
+    code: str
+    message: str
+
+
+# Every message the input validators may produce, with the stable code clients branch on.
+REQUIRED = InputRule("REQUIRED", "This field is required.")
+BLANK = InputRule("BLANK", "Must not be blank.")
+NAME_TOO_LONG = InputRule("TOO_LONG", "Must be at most 80 characters.")
+EMAIL_TOO_LONG = InputRule("TOO_LONG", "Must be at most 254 characters.")
+INVALID_EMAIL = InputRule("INVALID_EMAIL", "Not a valid email address.")
+PAGE_SIZE_OUT_OF_RANGE = InputRule("OUT_OF_RANGE", "Must be between 1 and 100.")
+INVALID_CURSOR = InputRule("INVALID_CURSOR", "Not a valid cursor.")
+INVALID_ID = InputRule("INVALID_ID", "Not a valid user id.")
+_CODE_BY_MESSAGE = {
+    rule.message: rule.code
+    for rule in (
+        REQUIRED,
+        BLANK,
+        NAME_TOO_LONG,
+        EMAIL_TOO_LONG,
+        INVALID_EMAIL,
+        PAGE_SIZE_OUT_OF_RANGE,
+        INVALID_CURSOR,
+        INVALID_ID,
+    )
+}
+
+
+def field_errors(error: marshmallow.ValidationError, *, root: list[str]) -> list[FieldError]:
+    """One FieldError per message, with the path in the schema's camelCase names."""
+    return list(_flatten(error.messages, root))
+
+
+def _flatten(messages: object, path: list[str]) -> Iterator[FieldError]:
+    if isinstance(messages, Mapping):
+        for key, nested in messages.items():
+            yield from _flatten(nested, [*path, _camel_case(str(key))])
+    elif isinstance(messages, list):
+        for message in messages:
+            yield from _flatten(message, path)
+    else:
+        message = str(messages)
+        yield FieldError(path=path, message=message, code=_CODE_BY_MESSAGE.get(message, "INVALID"))
+
+
+def _camel_case(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class ValidationErrorHandler(
+    strawberry.ExceptionHandler[marshmallow.ValidationError, ValidationError]
+):
+    def handle(
+        self, exception: marshmallow.ValidationError, *, field: StrawberryField, info: Any
+    ) -> ValidationError:
+        # Mutations take a single `input` argument, so paths start there.
+        return ValidationError(fields=field_errors(exception, root=["input"]))
+
+
+class EmailTakenHandler(strawberry.ExceptionHandler[EmailTaken, EmailAlreadyRegistered]):
+    def handle(
+        self, exception: EmailTaken, *, field: StrawberryField, info: Any
+    ) -> EmailAlreadyRegistered:
+        return EmailAlreadyRegistered(email=exception.email, message=str(exception))
+
+
+class ProvisioningFailedHandler(strawberry.ExceptionHandler[ProvisioningError, ProvisioningFailed]):
+    def handle(
+        self, exception: ProvisioningError, *, field: StrawberryField, info: Any
+    ) -> ProvisioningFailed:
+        return ProvisioningFailed(message=str(exception))
+
+
+EXCEPTION_HANDLERS = (ValidationErrorHandler(), EmailTakenHandler(), ProvisioningFailedHandler())
+
+
+def _with_code(error: GraphQLError, code: str, **extensions: object) -> GraphQLError:
+    error.extensions = {**(error.extensions or {}), **extensions, "code": code}
+    return error
+
+
+class ErrorCodes(SchemaExtension):
+    """Gives every error a client can act on its `extensions.code`.
+
+    Errors left without a code are unexpected; `mask_unexpected` hides them.
+    """
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        # Only this phase tells graphql-core's validation errors from its variable errors.
+        for error in self.execution_context.pre_execution_errors or ():
+            _with_code(error, VALIDATION_FAILED)
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [_coded(error) for error in result.errors]
+
+
+def _coded(error: GraphQLError) -> GraphQLError:
+    original = error.original_error
+    if error.extensions and "code" in error.extensions:
+        return error
+    if isinstance(original, ServiceError):
+        return _with_code(error, original.code)
+    if isinstance(original, marshmallow.ValidationError):
+        fields = field_errors(original, root=[])
+        summary = "; ".join(f"{'.'.join(f.path)}: {f.message}" for f in fields)
+        located = GraphQLError(
+            f"Invalid argument. {summary}",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={
+                "fields": [{"path": f.path, "message": f.message, "code": f.code} for f in fields]
+            },
+        )
+        return _with_code(located, BAD_USER_INPUT)
+    if isinstance(error, GraphQLSyntaxError):
+        return _with_code(error, PARSE_FAILED)
+    if error.path is None and (original is None or isinstance(original, GraphQLError)):
+        # Outside any field and past validation: graphql-core refused a variable's value.
+        return _with_code(error, BAD_USER_INPUT)
+    return error
+
+
+def mask_unexpected(error: GraphQLError) -> GraphQLError:
+    """The error as a client may see it: unchanged if it has a code, else masked and logged."""
+    if error.extensions and "code" in error.extensions:
+        return error
+    logger.error(
+        "unexpected error at %s: %s",
+        ".".join(map(str, error.path or ())) or "<operation>",
+        error.message,
+        exc_info=error.original_error,
+    )
+    return GraphQLError(
+        INTERNAL_MESSAGE,
+        nodes=error.nodes,
+        path=error.path,
+        extensions={"code": INTERNAL},
+    )

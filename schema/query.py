@@ -1,0 +1,18 @@
+import strawberry
+
+from resolvers import users as user_resolvers
+from schema.types.users import User, UserConnection
+
+
+@strawberry.type
+class Query:
+    users: UserConnection = strawberry.field(
+        resolver=user_resolvers.users, description="Users ordered by id, a page at a time."
+    )
+    user: User | None = strawberry.field(
+        resolver=user_resolvers.user,
+        description="One user, or null when there is none with this id.",
+    )
+    me: User | None = strawberry.field(
+        resolver=user_resolvers.me, description="The signed-in caller."
+    )

@@ -1,0 +1,24 @@
+import strawberry
+from graphql import GraphQLError
+from strawberry.types import ExecutionContext
+
+from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
+from schema.mutation import Mutation
+from schema.query import Query
+
+
+class UserqlSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Strawberry logs every error, a typo in a query included, at ERROR. The HTTP view
+        # logs exactly the unexpected ones, with their traceback, when it masks them.
+        return None
+
+
+schema = UserqlSchema(
+    query=Query,
+    mutation=Mutation,
+    extensions=[ErrorCodes],
+    exception_handlers=EXCEPTION_HANDLERS,
+)

@@ -1,0 +1,34 @@
+import base64
+import binascii
+
+import strawberry
+
+# Ids are INTEGER columns; a cursor naming a larger one cannot point at a row and would
+# overflow SQLite's parameter binding.
+MAX_ID = 2**31 - 1
+_CURSOR_PREFIX = "user:"
+
+
+def encode_cursor(user_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{user_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    """The user id inside a cursor; ValueError when the cursor is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+    except (binascii.Error, UnicodeError) as error:
+        raise ValueError("not a cursor") from error
+    digits = text.removeprefix(_CURSOR_PREFIX)
+    if digits == text or not digits.isdigit() or not 0 < int(digits) <= MAX_ID:
+        raise ValueError("not a cursor")
+    # The decoder forgives extra padding and stray characters; only what we issued is valid.
+    if encode_cursor(int(digits)) != cursor:
+        raise ValueError("not a cursor")
+    return int(digits)
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
