@@ -1,0 +1,102 @@
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import Environment, Settings, create_app
+from services import users as user_service
+from services.unit_of_work import UnitOfWork
+from tests.factories import make_user
+from tests.graphql import CREATE_USER, gql
+from tests.provisioning_server import Behaviour, provisioning_server
+
+
+def create(client: FlaskClient, **fields: Any) -> dict[str, Any]:
+    result: dict[str, Any] = gql(client, CREATE_USER, input=fields)["data"]["createUser"]
+    return result
+
+
+def test_create_user(client: FlaskClient, session_factory: sessionmaker[Session]) -> None:
+    result = create(client, name=" Ada Lovelace ", email="Ada@Example.com", role="ADMIN")
+    assert result["__typename"] == "CreateUserSuccess"
+    user = result["user"]
+    assert (user["name"], user["email"], user["role"]) == (
+        "Ada Lovelace",
+        "ada@example.com",
+        "ADMIN",
+    )
+    assert user["createdAt"].endswith("+00:00")
+    assert user["updatedAt"] == user["createdAt"]
+    assert user_service.get_user(UnitOfWork(session_factory), user_id=int(user["id"])) is not None
+
+
+def test_the_role_defaults_to_user(client: FlaskClient) -> None:
+    assert create(client, name="Grace", email="grace@example.com")["user"]["role"] == "USER"
+
+
+def test_every_bad_field_is_named(
+    client: FlaskClient, session_factory: sessionmaker[Session]
+) -> None:
+    result = create(client, name="   ", email="not-an-email")
+    assert result == {
+        "__typename": "ValidationError",
+        "fields": [
+            {"path": ["input", "name"], "message": "Must not be blank.", "code": "BLANK"},
+            {
+                "path": ["input", "email"],
+                "message": "Not a valid email address.",
+                "code": "INVALID_EMAIL",
+            },
+        ],
+    }
+    too_long = create(client, name="x" * 81, email="a" * 250 + "@example.com")
+    assert too_long["fields"] == [
+        {
+            "path": ["input", "name"],
+            "message": "Must be at most 80 characters.",
+            "code": "TOO_LONG",
+        },
+        {
+            "path": ["input", "email"],
+            "message": "Must be at most 254 characters.",
+            "code": "TOO_LONG",
+        },
+    ]
+    assert user_service.count_users(UnitOfWork(session_factory)) == 0
+
+
+def test_the_longest_valid_values_pass(client: FlaskClient) -> None:
+    email = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com"
+    assert len(email) == 254
+    result = create(client, name="x" * 80, email=email)
+    assert result["__typename"] == "CreateUserSuccess", result
+
+
+def test_a_duplicate_email_in_any_case(
+    client: FlaskClient, session_factory: sessionmaker[Session]
+) -> None:
+    make_user(session_factory, email="taken@example.com")
+    result = create(client, name="Copy", email="TAKEN@example.COM")
+    assert result == {
+        "__typename": "EmailAlreadyRegistered",
+        "email": "taken@example.com",
+        "message": "The email address taken@example.com is already registered.",
+    }
+    assert user_service.count_users(UnitOfWork(session_factory)) == 1
+
+
+def test_a_provisioning_failure_changes_nothing(session_factory: sessionmaker[Session]) -> None:
+    make_user(session_factory)
+    behaviour = Behaviour(status=503)
+    with provisioning_server(behaviour) as url:
+        settings = Settings(
+            database_url="unused://", environment=Environment.TEST, provisioning_webhook_url=url
+        )
+        client = create_app(settings, session_factory=session_factory).test_client()
+        result = create(client, name="Grace", email="grace@example.com")
+    assert result == {
+        "__typename": "ProvisioningFailed",
+        "message": "The provisioning service refused the user (HTTP 503).",
+    }
+    assert behaviour.received[0]["body"]["email"] == "grace@example.com"
+    assert user_service.count_users(UnitOfWork(session_factory)) == 1

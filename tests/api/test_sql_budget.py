@@ -1,0 +1,57 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.factories import make_users
+from tests.graphql import gql
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Connection, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _selects(client: FlaskClient, engine: Engine, query: str, **variables: Any) -> list[str]:
+    with statements(engine) as seen:
+        gql(client, query, **variables)
+    return [statement for statement in seen if statement == "SELECT"]
+
+
+def test_users_costs_the_same_whatever_the_page_size(
+    client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    make_users(session_factory, 30)
+    shape = """query($first: Int) { users(first: $first) {
+        totalCount pageInfo { hasNextPage }
+        edges { cursor node { id name email role createdAt updatedAt } } } }"""
+    budgets = {first: _selects(client, engine, shape, first=first) for first in (1, 10, 30, 100)}
+    # One SELECT for the page, one for totalCount.
+    assert budgets == {first: ["SELECT", "SELECT"] for first in (1, 10, 30, 100)}
+
+
+def test_total_count_is_only_counted_when_asked(
+    client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    make_users(session_factory, 3)
+    assert _selects(client, engine, "{ users { edges { node { id } } } }") == ["SELECT"]
+
+
+def test_user_by_id_is_one_statement(
+    client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    [user] = make_users(session_factory, 1)
+    query = "query($id: ID!) { user(id: $id) { id name email } }"
+    assert _selects(client, engine, query, id=user.id) == ["SELECT"]

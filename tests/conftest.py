@@ -1,0 +1,91 @@
+"""Fixtures: every database test runs on SQLite and, when USERQL_TEST_MYSQL_URL is set, on
+MySQL/MariaDB too. Each test runs inside a transaction that is rolled back afterwards, so
+services may commit (into a SAVEPOINT) and every test still starts from an empty table.
+"""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Connection, Engine, delete
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import Environment, Settings, alembic_config, create_app
+from db import models
+from db.session import make_engine, make_session_factory
+
+MYSQL_URL_VARIABLE = "USERQL_TEST_MYSQL_URL"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames:
+        backends = ["sqlite"]
+        if os.environ.get(MYSQL_URL_VARIABLE):
+            backends.append("mysql")
+        metafunc.parametrize("database_url", backends, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "mysql":
+        return os.environ[MYSQL_URL_VARIABLE]
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    """The test database, migrated once per run; a MySQL server that is down fails here."""
+    command.upgrade(alembic_config(database_url), "head")
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        # A run that was killed may have left committed rows behind.
+        connection.execute(delete(models.User))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        yield connection
+        transaction.rollback()
+
+
+@pytest.fixture
+def session_factory(connection: Connection) -> sessionmaker[Session]:
+    return sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+
+
+@pytest.fixture
+def committing_session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Real transactions on separate connections, for concurrency tests; emptied afterwards."""
+    yield make_session_factory(engine)
+    with engine.begin() as connection:
+        connection.execute(delete(models.User))
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(database_url="sqlite://", environment=Environment.TEST)
+
+
+@pytest.fixture
+def app(settings: Settings, session_factory: sessionmaker[Session]) -> Flask:
+    return create_app(settings, session_factory=session_factory)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

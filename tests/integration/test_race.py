@@ -1,0 +1,69 @@
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import Environment, Settings, create_app
+from db import models
+from services import users as user_service
+from services.errors import EmailTaken
+from services.provisioning import NoopProvisioner
+from services.unit_of_work import UnitOfWork
+from tests.factories import make_user
+from tests.graphql import CREATE_USER
+from tests.provisioning_server import Behaviour, provisioning_server
+
+RACERS = 6
+
+
+def test_racing_requests_create_exactly_one_user(
+    committing_session_factory: sessionmaker[Session],
+) -> None:
+    # A slow provisioning call keeps each transaction open, so the racers overlap.
+    with provisioning_server(Behaviour(delay_seconds=0.1)) as url:
+        settings = Settings(
+            database_url="unused://",
+            environment=Environment.TEST,
+            provisioning_webhook_url=url,
+        )
+        client = create_app(settings, session_factory=committing_session_factory).test_client()
+        start = threading.Barrier(RACERS)
+        answers: list[Any] = []
+
+        def race(index: int) -> None:
+            start.wait()
+            email = "Racer@Example.com" if index % 2 else "racer@example.com"
+            response = client.post(
+                "/graphql",
+                json={"query": CREATE_USER, "variables": {"input": {"name": "R", "email": email}}},
+            )
+            answers.append((response.status_code, response.get_json()))
+
+        threads = [threading.Thread(target=race, args=(i,)) for i in range(RACERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert [status for status, _ in answers] == [200] * RACERS
+    kinds = sorted(body["data"]["createUser"]["__typename"] for _, body in answers)
+    assert kinds == ["CreateUserSuccess"] + ["EmailAlreadyRegistered"] * (RACERS - 1)
+    with committing_session_factory() as session:
+        emails = session.scalars(select(models.User.email)).all()
+    assert emails == ["racer@example.com"]
+
+
+def test_losing_the_race_after_the_check_is_still_email_taken(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_user(session_factory, email="late@example.com")
+    # As if a concurrent transaction committed the same email right after our check.
+    monkeypatch.setattr(Session, "scalar", lambda *args, **kwargs: None)
+    with pytest.raises(EmailTaken):
+        user_service.create_user(
+            UnitOfWork(session_factory), NoopProvisioner(), name="Late", email="LATE@example.com"
+        )
+    monkeypatch.undo()
+    assert user_service.count_users(UnitOfWork(session_factory)) == 1
