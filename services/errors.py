@@ -16,3 +16,41 @@ class ProvisioningError(ServiceError):
     """The external provisioning service did not accept the new user."""
 
     code = "PROVISIONING_FAILED"
+
+
+class Unauthenticated(ServiceError):
+    """No valid credentials: the caller must sign in (again)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(ServiceError):
+    """The caller is known but lacks the role for this."""
+
+    code = "FORBIDDEN"
+
+
+class InvalidGoogleToken(ServiceError):
+    code = "INVALID_GOOGLE_TOKEN"
+
+
+class EmailNotVerified(ServiceError):
+    code = "EMAIL_NOT_VERIFIED"
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"Google has not verified the email address {email}.")
+        self.email = email
+
+
+class NotRegistered(ServiceError):
+    code = "NOT_REGISTERED"
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"No account uses {email}, and sign-up is closed.")
+        self.email = email
+
+
+class GoogleUnavailable(ServiceError):
+    """Google's signing certificates could not be fetched; nothing is wrong with the token."""
+
+    code = "GOOGLE_UNAVAILABLE"

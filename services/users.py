@@ -60,6 +60,25 @@ def create_user(
         return user
 
 
+def ensure_admin(
+    uow: UnitOfWork, provisioner: Provisioner, *, name: str, email: str
+) -> tuple[models.User, bool]:
+    """The admin with this email, created (and provisioned) or promoted if need be.
+
+    Idempotent. Returns the user and whether anything changed. Raises ProvisioningError.
+    """
+    email = normalize_email(email)
+    with uow:
+        user = uow.session.scalar(select(models.User).where(models.User.email == email))
+        if user is not None:
+            if user.role is models.Role.ADMIN:
+                return user, False
+            user.role = models.Role.ADMIN
+            uow.commit()
+            return user, True
+    return create_user(uow, provisioner, name=name, email=email, role=models.Role.ADMIN), True
+
+
 def get_user(uow: UnitOfWork, *, user_id: int) -> models.User | None:
     """The user with this id, or None."""
     with uow:

@@ -1,0 +1,279 @@
+"""Access tokens and the principal behind a request.
+
+Our tokens are JWTs with the header `typ: at+jwt` (RFC 9068) and these claims: `sub` (the
+user id as a string), `roles` (role names), `iat`, `exp`, `iss`, `aud`, `jti`, optionally
+`nbf`. Verification follows RFC 8725: one pinned algorithm, required claims, issuer and
+audience checked, and no key material ever taken from the token's header.
+"""
+
+import base64
+import enum
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from sqlalchemy import select
+
+from db import models
+from services.errors import Unauthenticated
+from services.unit_of_work import UnitOfWork
+from services.users import normalize_email
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+SYMMETRIC_ALGORITHM = "HS256"
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
+MIN_SECRET_BYTES = 32
+# Far above any token we issue; a larger header is garbage or an attack on the parser.
+MAX_TOKEN_LENGTH = 4096
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_BEARER = re.compile(r"bearer +(\S+)", re.IGNORECASE)
+# Header parameters that point at keys: trusting them lets the token choose its own key.
+_KEY_REFERENCE_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256"})
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+class Role(enum.IntEnum):
+    """Access levels, each including the ones below it."""
+
+    ANONYMOUS = 0
+    USER = 1
+    ADMIN = 2
+
+    @classmethod
+    def of(cls, role: models.Role) -> "Role":
+        return cls[role.value]
+
+    def implied(self) -> list["Role"]:
+        return [role for role in Role if Role.USER <= role <= self]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the user as loaded for this request, and the role they act with."""
+
+    user: models.User | None
+    role: Role
+
+    @property
+    def user_id(self) -> int | None:
+        return None if self.user is None else self.user.id
+
+
+ANONYMOUS = Principal(user=None, role=Role.ANONYMOUS)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    user_id: int
+    role: Role
+    """The highest role the token names."""
+
+
+def bearer_token(header_values: Sequence[str]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None when there is no header.
+
+    Raises Unauthenticated for anything else: another scheme, no token, several tokens or
+    several headers. The scheme is case-insensitive (RFC 7235).
+    """
+    if not header_values:
+        return None
+    if len(header_values) > 1:
+        raise Unauthenticated("Send one Authorization header.")
+    match = _BEARER.fullmatch(header_values[0].strip())
+    if match is None:
+        raise Unauthenticated("The Authorization header must be 'Bearer <token>'.")
+    return match.group(1)
+
+
+def key_id(public_key: PublicKey) -> str:
+    """The RFC 7638 thumbprint of a public key: stable, and derived from the key alone."""
+    jwk = _public_jwk(public_key)
+    required = {name: jwk[name] for name in ("crv", "e", "kty", "n", "x", "y") if name in jwk}
+    digest = hashlib.sha256(json.dumps(required, separators=(",", ":"), sort_keys=True).encode())
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def _public_jwk(public_key: PublicKey) -> dict[str, Any]:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return RSAAlgorithm.to_jwk(public_key, as_dict=True)
+    return ECAlgorithm.to_jwk(public_key, as_dict=True)
+
+
+class TokenService:
+    """Issues and verifies access tokens with one algorithm and its keys."""
+
+    def __init__(
+        self,
+        *,
+        algorithm: str,
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        leeway_seconds: int,
+        secret: str | None = None,
+        private_key_pem: bytes | None = None,
+        public_keys_pem: Sequence[bytes] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.algorithm = algorithm
+        self._issuer = issuer
+        self._audience = audience
+        self.ttl_seconds = ttl_seconds
+        self._leeway = leeway_seconds
+        self._clock = clock
+        self._public_keys: dict[str, PublicKey] = {}
+        self._secret: str | None = None
+        self._signing_key: str | PrivateKey
+        self._signing_kid: str | None = None
+        if algorithm == SYMMETRIC_ALGORITHM:
+            if secret is None or len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(f"an {algorithm} secret must be at least {MIN_SECRET_BYTES} bytes")
+            self._secret = self._signing_key = secret
+        elif algorithm in ASYMMETRIC_ALGORITHMS:
+            self._signing_key, self._signing_kid = self._load_keys(private_key_pem, public_keys_pem)
+        else:
+            raise ValueError(f"unsupported algorithm {algorithm!r}")
+
+    def _load_keys(
+        self, private_key_pem: bytes | None, public_keys_pem: Sequence[bytes]
+    ) -> tuple[PrivateKey, str]:
+        if private_key_pem is None:
+            raise ValueError(f"{self.algorithm} needs a private key")
+        expected = rsa.RSAPrivateKey if self.algorithm == "RS256" else ec.EllipticCurvePrivateKey
+        private_key = load_pem_private_key(private_key_pem, password=None)
+        if not isinstance(private_key, expected):
+            raise ValueError(f"the private key does not fit {self.algorithm}")
+        signing_kid = key_id(private_key.public_key())
+        self._public_keys[signing_kid] = private_key.public_key()
+        for pem in public_keys_pem:
+            public_key = load_pem_public_key(pem)
+            if not isinstance(public_key, type(private_key.public_key())):
+                raise ValueError(f"a verification key does not fit {self.algorithm}")
+            self._public_keys[key_id(public_key)] = public_key
+        return private_key, signing_kid
+
+    def issue(self, *, user_id: int, role: Role, ttl_seconds: int | None = None) -> IssuedToken:
+        now = int(self._clock())
+        expires = now + (ttl_seconds or self.ttl_seconds)
+        claims = {
+            "sub": str(user_id),
+            "roles": [implied.name for implied in role.implied()],
+            "iat": now,
+            "exp": expires,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "jti": uuid.uuid4().hex,
+        }
+        headers: dict[str, Any] = {"typ": ACCESS_TOKEN_TYPE}
+        if self._signing_kid is not None:
+            headers["kid"] = self._signing_kid
+        token = jwt.encode(claims, self._signing_key, algorithm=self.algorithm, headers=headers)
+        return IssuedToken(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
+
+    def verify(self, token: str) -> Claims:
+        """The claims of a token we issued that is valid now; Unauthenticated otherwise."""
+        if len(token) > MAX_TOKEN_LENGTH or not _TOKEN_SHAPE.fullmatch(token):
+            raise Unauthenticated("The access token is malformed.")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise Unauthenticated("The access token is malformed.") from error
+        if header.get("typ") != ACCESS_TOKEN_TYPE or _KEY_REFERENCE_HEADERS & header.keys():
+            raise Unauthenticated("The access token is not valid.")
+        try:
+            payload = jwt.decode(
+                token,
+                self._verification_key(header),
+                algorithms=[self.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as error:
+            raise Unauthenticated("The access token has expired.") from error
+        except jwt.PyJWTError as error:
+            raise Unauthenticated("The access token is not valid.") from error
+        return Claims(user_id=_subject(payload), role=_highest_role(payload))
+
+    def _verification_key(self, header: dict[str, Any]) -> str | PublicKey:
+        kid = header.get("kid")
+        if self._secret is not None and kid is None:
+            return self._secret
+        # A shared secret has no key ids; with key pairs, only the ids of our own keys count.
+        if not isinstance(kid, str) or kid not in self._public_keys:
+            raise Unauthenticated("The access token is not valid.")
+        return self._public_keys[kid]
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """The public verification keys as a JWK Set; empty for a shared secret."""
+        keys = []
+        for kid, public_key in self._public_keys.items():
+            # RFC 7517 §4.3: "use" and "key_ops" should not appear together.
+            jwk = {k: v for k, v in _public_jwk(public_key).items() if k != "key_ops"}
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": self.algorithm})
+        return {"keys": keys}
+
+
+def _subject(payload: dict[str, Any]) -> int:
+    subject = payload["sub"]
+    if not isinstance(subject, str) or not subject.isascii() or not subject.isdigit():
+        raise Unauthenticated("The access token is not valid.")
+    return int(subject)
+
+
+def _highest_role(payload: dict[str, Any]) -> Role:
+    names = payload.get("roles")
+    if not isinstance(names, list) or not names:
+        raise Unauthenticated("The access token is not valid.")
+    if not all(isinstance(name, str) and name in ("USER", "ADMIN") for name in names):
+        raise Unauthenticated("The access token is not valid.")
+    return max(Role[name] for name in names)
+
+
+def authenticate(uow: UnitOfWork, tokens: TokenService, token: str | None) -> Principal:
+    """The principal for a bearer token: anonymous without one, else its user, looked up now.
+
+    The role is the lower of the token's and the user's current one, so a token can narrow
+    rights but never widen them, and a demotion or deletion takes effect on the next request.
+    Raises Unauthenticated.
+    """
+    if token is None:
+        return ANONYMOUS
+    claims = tokens.verify(token)
+    with uow:
+        user = uow.session.get(models.User, claims.user_id)
+    if user is None:
+        raise Unauthenticated("The access token's user no longer exists.")
+    return Principal(user=user, role=min(claims.role, Role.of(user.role)))
+
+
+def issue_token_for(
+    uow: UnitOfWork, tokens: TokenService, *, email: str, ttl_seconds: int | None = None
+) -> IssuedToken | None:
+    """A token for the user with this email, with their current role; None if there is none."""
+    with uow:
+        user = uow.session.scalar(
+            select(models.User).where(models.User.email == normalize_email(email))
+        )
+    if user is None:
+        return None
+    return tokens.issue(user_id=user.id, role=Role.of(user.role), ttl_seconds=ttl_seconds)
