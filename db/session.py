@@ -13,10 +13,12 @@ POOL_RECYCLE_SECONDS = 1800
 SQLITE_BUSY_TIMEOUT_SECONDS = 15.0
 
 
+# Local state of a development install, the way Flask places instance data.
+INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
+
+
 def default_database_url() -> str:
-    """A SQLite file in the project's instance folder, the way Flask places instance data."""
-    instance = Path(__file__).resolve().parent.parent / "instance"
-    return f"sqlite:///{instance / 'userql.sqlite3'}"
+    return f"sqlite:///{INSTANCE_DIR / 'userql.sqlite3'}"
 
 
 def make_engine(url: str, **engine_options: Any) -> Engine:
