@@ -87,18 +87,14 @@ def users(info: Info, first: int | None = 20, after: str | None = None) -> UserC
         after_id=args["after"],
         with_total=selects(info, "totalCount"),
     )
-    return UserConnection.from_page(page)
+    return UserConnection.from_page(page, viewer_id=info.context.principal.user_id)
 
 
 def user(info: Info, id: strawberry.ID) -> User | None:
     args = UserArgs().load({"id": id})
     found = user_service.get_user(info.context.uow(), user_id=args["id"])
-    return User.from_model(found) if found else None
-
-
-def me(info: Info) -> User | None:
-    # Without authentication there is no caller yet.
-    return None
+    viewer_id = info.context.principal.user_id
+    return User.from_model(found, viewer_id=viewer_id) if found else None
 
 
 def create_user(info: Info, input: CreateUserInput) -> CreateUserResult:
@@ -110,4 +106,6 @@ def create_user(info: Info, input: CreateUserInput) -> CreateUserResult:
         email=args["email"],
         role=models.Role(input.role.value),
     )
-    return CreateUserSuccess(user=User.from_model(created))
+    return CreateUserSuccess(
+        user=User.from_model(created, viewer_id=info.context.principal.user_id)
+    )

@@ -2,6 +2,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.auth import Principal, TokenService
+from services.google import IdTokenVerifier
 from services.provisioning import Provisioner
 from services.unit_of_work import UnitOfWork
 
@@ -12,6 +14,11 @@ class Context:
 
     session_factory: sessionmaker[Session]
     provisioner: Provisioner
+    principal: Principal
+    """Authenticated once per request, before execution."""
+    tokens: TokenService
+    google: IdTokenVerifier
+    google_signup_enabled: bool
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)

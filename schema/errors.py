@@ -6,8 +6,8 @@ INTERNAL, and only the log keeps the traceback (see `mask_unexpected`).
 """
 
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 import marshmallow
 import strawberry
@@ -15,9 +15,10 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 from strawberry.types.field import StrawberryField
 
+from schema.types import auth, users
 from schema.types.errors import FieldError, ValidationError
-from schema.types.users import EmailAlreadyRegistered, ProvisioningFailed
-from services.errors import EmailTaken, ProvisioningError, ServiceError
+from services import errors as service_errors
+from services.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -79,31 +80,55 @@ def _camel_case(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-class ValidationErrorHandler(
-    strawberry.ExceptionHandler[marshmallow.ValidationError, ValidationError]
-):
-    def handle(
-        self, exception: marshmallow.ValidationError, *, field: StrawberryField, info: Any
-    ) -> ValidationError:
-        # Mutations take a single `input` argument, so paths start there.
-        return ValidationError(fields=field_errors(exception, root=["input"]))
+E = TypeVar("E", bound=Exception)
+T = TypeVar("T")
 
 
-class EmailTakenHandler(strawberry.ExceptionHandler[EmailTaken, EmailAlreadyRegistered]):
-    def handle(
-        self, exception: EmailTaken, *, field: StrawberryField, info: Any
-    ) -> EmailAlreadyRegistered:
-        return EmailAlreadyRegistered(email=exception.email, message=str(exception))
+class MapToType(strawberry.ExceptionHandler[E, T]):
+    """Turns one exception into a member of the result union of every field that has it."""
+
+    def __init__(self, exception_type: type[E], error_type: type[T], build: Callable[[E], T]):
+        self.exception_type = exception_type
+        self.error_type = error_type
+        self._build = build
+
+    def handle(self, exception: E, *, field: StrawberryField, info: Any) -> T:
+        return self._build(exception)
 
 
-class ProvisioningFailedHandler(strawberry.ExceptionHandler[ProvisioningError, ProvisioningFailed]):
-    def handle(
-        self, exception: ProvisioningError, *, field: StrawberryField, info: Any
-    ) -> ProvisioningFailed:
-        return ProvisioningFailed(message=str(exception))
-
-
-EXCEPTION_HANDLERS = (ValidationErrorHandler(), EmailTakenHandler(), ProvisioningFailedHandler())
+EXCEPTION_HANDLERS = (
+    # Mutations take a single `input` argument, so paths start there.
+    MapToType(
+        marshmallow.ValidationError,
+        ValidationError,
+        lambda e: ValidationError(fields=field_errors(e, root=["input"])),
+    ),
+    MapToType(
+        service_errors.EmailTaken,
+        users.EmailAlreadyRegistered,
+        lambda e: users.EmailAlreadyRegistered(email=e.email, message=str(e)),
+    ),
+    MapToType(
+        service_errors.ProvisioningError,
+        users.ProvisioningFailed,
+        lambda e: users.ProvisioningFailed(message=str(e)),
+    ),
+    MapToType(
+        service_errors.InvalidGoogleToken,
+        auth.InvalidGoogleToken,
+        lambda e: auth.InvalidGoogleToken(message=str(e)),
+    ),
+    MapToType(
+        service_errors.EmailNotVerified,
+        auth.EmailNotVerified,
+        lambda e: auth.EmailNotVerified(email=e.email, message=str(e)),
+    ),
+    MapToType(
+        service_errors.NotRegistered,
+        auth.NotRegistered,
+        lambda e: auth.NotRegistered(email=e.email, message=str(e)),
+    ),
+)
 
 
 def _with_code(error: GraphQLError, code: str, **extensions: object) -> GraphQLError:

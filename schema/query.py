@@ -1,5 +1,6 @@
 import strawberry
 
+from resolvers import auth as auth_resolvers
 from resolvers import users as user_resolvers
 from schema.types.users import User, UserConnection
 
@@ -14,5 +15,5 @@ class Query:
         description="One user, or null when there is none with this id.",
     )
     me: User | None = strawberry.field(
-        resolver=user_resolvers.me, description="The signed-in caller."
+        resolver=auth_resolvers.me, description="The caller; null when signed out."
     )

@@ -4,7 +4,9 @@ from strawberry.types import ExecutionContext
 
 from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
 from schema.mutation import Mutation
+from schema.permissions import apply_rules
 from schema.query import Query
+from schema.types.users import User
 
 
 class UserqlSchema(strawberry.Schema):
@@ -16,6 +18,7 @@ class UserqlSchema(strawberry.Schema):
         return None
 
 
+apply_rules(Query, Mutation, User)
 schema = UserqlSchema(
     query=Query,
     mutation=Mutation,

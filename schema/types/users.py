@@ -24,9 +24,11 @@ class User:
     role: Role
     created_at: datetime
     updated_at: datetime
+    is_viewer: strawberry.Private[bool]
+    """Whether this user is the caller, for the fields only the user themself may read."""
 
     @classmethod
-    def from_model(cls, user: models.User) -> Self:
+    def from_model(cls, user: models.User, *, viewer_id: int | None) -> Self:
         return cls(
             id=strawberry.ID(str(user.id)),
             name=user.name,
@@ -34,6 +36,7 @@ class User:
             role=Role(user.role.value),
             created_at=user.created_at,
             updated_at=user.updated_at,
+            is_viewer=user.id == viewer_id,
         )
 
 
@@ -60,8 +63,11 @@ class UserConnection:
     )
 
     @classmethod
-    def from_page(cls, page: UserPage) -> Self:
-        edges = [UserEdge(cursor=encode_cursor(u.id), node=User.from_model(u)) for u in page.users]
+    def from_page(cls, page: UserPage, *, viewer_id: int | None) -> Self:
+        edges = [
+            UserEdge(cursor=encode_cursor(u.id), node=User.from_model(u, viewer_id=viewer_id))
+            for u in page.users
+        ]
         end_cursor = edges[-1].cursor if edges else None
         return cls(
             edges=edges,

@@ -1,0 +1,123 @@
+"""Who may use what: one table, enforced per field, printed in the SDL and in the README.
+
+Every field of Query and Mutation must have a rule, or the schema does not build. Fields of
+other types are readable by whoever can reach their object, unless a rule here says more.
+"""
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import strawberry
+from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.schema.name_converter import NameConverter
+from strawberry.schema_directive import Location
+from strawberry.types.base import get_object_definition
+
+from schema.context import Context
+from schema.types.users import User
+from services.auth import Role
+from services.errors import Forbidden, Unauthenticated
+
+ROOT_TYPES = ("Query", "Mutation")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    role: Role
+    """The lowest role that may use the field; higher roles may too."""
+    or_self: bool = False
+    """Also the user the field is read on, when that user is the caller."""
+
+    def allows(self, role: Role) -> bool:
+        return role >= self.role
+
+
+RULES: dict[str, Rule] = {
+    "Query.me": Rule(Role.ANONYMOUS),
+    "Query.users": Rule(Role.USER),
+    "Query.user": Rule(Role.USER),
+    "Mutation.createUser": Rule(Role.ADMIN),
+    "Mutation.signInWithGoogle": Rule(Role.ANONYMOUS),
+    "User.email": Rule(Role.ADMIN, or_self=True),
+}
+
+
+@strawberry.enum(name="AccessRole", description="Who a rule admits: a role and those above it.")
+class AccessRole(enum.Enum):
+    ANONYMOUS = "ANONYMOUS"
+    USER = "USER"
+    ADMIN = "ADMIN"
+
+
+@strawberry.schema_directive(
+    locations=[Location.FIELD_DEFINITION],
+    name="requiresRole",
+    description="The field needs this role or a higher one; with orSelf, the user it is read "
+    "on may read it too.",
+)
+class RequiresRole:
+    role: AccessRole
+    or_self: bool = False
+
+
+class RoleRule(BasePermission):
+    def __init__(self, coordinate: str, rule: Rule) -> None:
+        self._coordinate = coordinate
+        self._rule = rule
+
+    @property
+    def schema_directive(self) -> object:
+        return RequiresRole(role=AccessRole[self._rule.role.name], or_self=self._rule.or_self)
+
+    def has_permission(self, source: Any, info: strawberry.Info[Context, None], **_: Any) -> bool:
+        principal = info.context.principal
+        if self._rule.allows(principal.role):
+            return True
+        if self._rule.or_self and isinstance(source, User) and source.is_viewer:
+            return True
+        # Raised here rather than in on_unauthorized(), which cannot see who is asking.
+        if principal.role is Role.ANONYMOUS:
+            raise Unauthenticated(f"Sign in to use {self._coordinate}.")
+        raise Forbidden(f"{self._coordinate} needs the {self._rule.role.name} role.")
+
+
+def apply_rules(*types: type, rules: dict[str, Rule] = RULES) -> None:
+    """Attach each rule to its field. Raises LookupError for a root field without a rule
+    and for a rule that names no field."""
+    names = NameConverter()
+    fields = {}
+    for graphql_type in types:
+        definition = get_object_definition(graphql_type, strict=True)
+        for field in definition.fields:
+            fields[f"{definition.name}.{names.get_graphql_name(field)}"] = field
+    unruled = [c for c in fields if c.split(".")[0] in ROOT_TYPES and c not in rules]
+    if unruled:
+        raise LookupError(f"no access rule for {', '.join(unruled)}: add one to RULES")
+    unknown = [coordinate for coordinate in rules if coordinate not in fields]
+    if unknown:
+        raise LookupError(f"access rules for fields that do not exist: {', '.join(unknown)}")
+    for coordinate, rule in rules.items():
+        permission = PermissionExtension([RoleRule(coordinate, rule)], use_directives=True)
+        fields[coordinate].extensions.append(permission)
+
+
+def permission_matrix(rules: dict[str, Rule] = RULES) -> str:
+    """The rules as a Markdown table, role by field."""
+    roles = list(Role)
+    lines = [
+        "| Field | " + " | ".join(role.name for role in roles) + " |",
+        "|---" * (len(roles) + 1) + "|",
+    ]
+    for coordinate, rule in rules.items():
+        cells = [_cell(rule, role) for role in roles]
+        lines.append(f"| `{coordinate}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(rule: Rule, role: Role) -> str:
+    if rule.allows(role):
+        return "yes"
+    if rule.or_self and role is not Role.ANONYMOUS:
+        return "own only"
+    return "no"
