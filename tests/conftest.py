@@ -14,9 +14,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Environment, Settings, alembic_config, create_app
+from app import Environment, Settings, alembic_config, build_token_service, create_app
 from db import models
 from db.session import make_engine, make_session_factory
+from services.auth import TokenService
+from tests.factories import make_user
+from tests.graphql import authorized
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 MYSQL_URL_VARIABLE = "USERQL_TEST_MYSQL_URL"
 
@@ -73,7 +78,12 @@ def committing_session_factory(engine: Engine) -> Iterator[sessionmaker[Session]
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(database_url="sqlite://", environment=Environment.TEST)
+    return Settings(database_url="unused://", environment=Environment.TEST, jwt_secret=TEST_SECRET)
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> TokenService:
+    return build_token_service(settings)
 
 
 @pytest.fixture
@@ -83,7 +93,30 @@ def app(settings: Settings, session_factory: sessionmaker[Session]) -> Flask:
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """An anonymous caller."""
     return app.test_client()
+
+
+@pytest.fixture
+def admin(session_factory: sessionmaker[Session]) -> models.User:
+    return make_user(
+        session_factory, name="Admin", email="admin@example.com", role=models.Role.ADMIN
+    )
+
+
+@pytest.fixture
+def admin_client(app: Flask, admin: models.User, tokens: TokenService) -> FlaskClient:
+    return authorized(app.test_client(), tokens, admin)
+
+
+@pytest.fixture
+def member(session_factory: sessionmaker[Session]) -> models.User:
+    return make_user(session_factory, name="Member", email="member@example.com")
+
+
+@pytest.fixture
+def user_client(app: Flask, member: models.User, tokens: TokenService) -> FlaskClient:
+    return authorized(app.test_client(), tokens, member)
 
 
 @pytest.fixture

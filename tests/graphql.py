@@ -2,6 +2,16 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from db import models
+from services.auth import Role, TokenService
+
+
+def authorized(client: FlaskClient, tokens: TokenService, user: models.User) -> FlaskClient:
+    """The client, sending a fresh token for the user's current role on every request."""
+    token = tokens.issue(user_id=user.id, role=Role.of(user.role)).token
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
 
 def gql(
     client: FlaskClient, query: str, *, expect_errors: bool = False, **variables: Any

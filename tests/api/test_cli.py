@@ -8,11 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from flask import Flask
 
-from app import main
+from app import MATRIX_END, MATRIX_START, Settings, build_token_service, main
+from schema.permissions import permission_matrix
 from schema.root import schema
+from services.auth import Role
+from tests.conftest import TEST_SECRET
+from tests.http_stub import Behaviour, stub_server
 
 README_QUERY = '{"query":"{ users(first: 2) { totalCount edges { node { id name } } } }"}'
 
@@ -22,25 +27,96 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("USERQL_ENV", "test")
+    monkeypatch.setenv("JWT_SECRET", TEST_SECRET)
     monkeypatch.chdir(tmp_path)  # no stray .env
     return url
 
 
-def test_migrate_then_seed_is_idempotent(
-    sqlite_env: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def migrated(sqlite_env: str) -> str:
     assert main(["migrate"]) == 0
+    return sqlite_env
+
+
+def test_seed_is_idempotent(migrated: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["seed"]) == 0
     assert "seeded 4 example users" in capsys.readouterr().out
     assert main(["seed"]) == 0
     assert "seeded 0 example users" in capsys.readouterr().out
 
 
-def test_export_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_schema_writes_the_sdl_and_the_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "out.graphql"
-    assert main(["export-schema", "--path", str(target)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{MATRIX_START}stale\n{MATRIX_END}\nafter\n")
+    assert main(["export-schema", "--path", str(target), "--readme", str(readme)]) == 0
     assert target.read_text() == schema.as_str() + "\n"
+    assert (
+        readme.read_text() == f"# Title\n{MATRIX_START}{permission_matrix()}{MATRIX_END}\nafter\n"
+    )
     assert str(target) in capsys.readouterr().out
+
+
+def test_export_schema_needs_the_markers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    args = ["export-schema", "--path", str(tmp_path / "s.graphql"), "--readme", str(readme)]
+    assert main(args) == 2
+    assert "no permission matrix markers" in capsys.readouterr().err
+
+
+def test_create_admin_is_idempotent_and_promotes(
+    migrated: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["create-admin", "--email", "Root@Example.com", "--name", "Root"]
+    assert main(args) == 0
+    assert "root@example.com (id 1) is now an ADMIN" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "already was an ADMIN" in capsys.readouterr().out
+    assert main(["seed"]) == 0
+    capsys.readouterr()
+    assert main(["create-admin", "--email", "grace@example.com", "--name", "ignored"]) == 0
+    assert "grace@example.com (id 3) is now an ADMIN" in capsys.readouterr().out
+
+
+def test_create_admin_reports_a_provisioning_refusal(
+    migrated: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with stub_server(Behaviour(status=500)) as url:
+        monkeypatch.setenv("USER_PROVISIONING_WEBHOOK_URL", url)
+        assert main(["create-admin", "--email", "root@example.com", "--name", "Root"]) == 1
+    assert "refused the user (HTTP 500)" in capsys.readouterr().err
+
+
+def test_issue_token(migrated: str, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["seed"]) == 0
+    capsys.readouterr()
+    assert main(["issue-token", "--email", "ADA@example.com", "--ttl", "120"]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    claims = build_token_service(settings).verify(token)
+    assert (claims.user_id, claims.role) == (1, Role.ADMIN)
+    assert f'{{"Authorization": "Bearer {token}"}}' in err
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert payload["exp"] - payload["iat"] == 120
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["--email", "nobody@example.com"], 1, "no user has the email nobody@example.com"),
+        (["--email", "ada@example.com", "--ttl", "0"], 2, "--ttl must be a positive number"),
+    ],
+)
+def test_issue_token_refuses(
+    migrated: str, capsys: pytest.CaptureFixture[str], args: list[str], status: int, message: str
+) -> None:
+    assert main(["issue-token", *args]) == status
+    assert message in capsys.readouterr().err
 
 
 def test_serve_runs_the_app_on_the_given_address(
@@ -69,12 +145,24 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def running_server(tmp_path: Path) -> Iterator[str]:
+def running_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """What `make run` does, through the installed `userql` script: migrate, seed, serve."""
     userql = str(Path(sys.executable).with_name("userql"))
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path / 'run.sqlite3'}"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'run.sqlite3'}",
+        "JWT_SECRET": TEST_SECRET,
+    }
     for step in (["migrate"], ["seed"]):
         subprocess.run([userql, *step], env=env, cwd=tmp_path, check=True, capture_output=True)
+    token = subprocess.run(
+        [userql, "issue-token", "--email", "ada@example.com"],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     port = _free_port()
     server = subprocess.Popen(
         [userql, "serve", "--port", str(port)],
@@ -92,15 +180,18 @@ def running_server(tmp_path: Path) -> Iterator[str]:
                 break
             except OSError:
                 time.sleep(0.1)
-        yield url
+        yield url, token
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
-def test_the_readme_curl_works_against_a_real_server(running_server: str) -> None:
+def test_the_readme_curl_works_against_a_real_server(running_server: tuple[str, str]) -> None:
+    url, token = running_server
     request = urllib.request.Request(
-        running_server, data=README_QUERY.encode(), headers={"content-type": "application/json"}
+        url,
+        data=README_QUERY.encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         body = json.load(response)
@@ -115,6 +206,6 @@ def test_the_readme_curl_works_against_a_real_server(running_server: str) -> Non
             }
         }
     }
-    page = urllib.request.Request(running_server, headers={"accept": "text/html"})
+    page = urllib.request.Request(url, headers={"accept": "text/html"})
     with urllib.request.urlopen(page, timeout=10) as response:
         assert "graphiql" in response.read().decode().lower()

@@ -1,14 +1,17 @@
+from dataclasses import replace
 from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Environment, Settings, create_app
+from app import Settings, create_app
+from db import models
 from services import users as user_service
+from services.auth import TokenService
 from services.unit_of_work import UnitOfWork
 from tests.factories import make_user
-from tests.graphql import CREATE_USER, gql
-from tests.provisioning_server import Behaviour, provisioning_server
+from tests.graphql import CREATE_USER, authorized, gql
+from tests.http_stub import Behaviour, stub_server
 
 
 def create(client: FlaskClient, **fields: Any) -> dict[str, Any]:
@@ -16,8 +19,8 @@ def create(client: FlaskClient, **fields: Any) -> dict[str, Any]:
     return result
 
 
-def test_create_user(client: FlaskClient, session_factory: sessionmaker[Session]) -> None:
-    result = create(client, name=" Ada Lovelace ", email="Ada@Example.com", role="ADMIN")
+def test_create_user(admin_client: FlaskClient, session_factory: sessionmaker[Session]) -> None:
+    result = create(admin_client, name=" Ada Lovelace ", email="Ada@Example.com", role="ADMIN")
     assert result["__typename"] == "CreateUserSuccess"
     user = result["user"]
     assert (user["name"], user["email"], user["role"]) == (
@@ -30,14 +33,14 @@ def test_create_user(client: FlaskClient, session_factory: sessionmaker[Session]
     assert user_service.get_user(UnitOfWork(session_factory), user_id=int(user["id"])) is not None
 
 
-def test_the_role_defaults_to_user(client: FlaskClient) -> None:
-    assert create(client, name="Grace", email="grace@example.com")["user"]["role"] == "USER"
+def test_the_role_defaults_to_user(admin_client: FlaskClient) -> None:
+    assert create(admin_client, name="Grace", email="grace@example.com")["user"]["role"] == "USER"
 
 
 def test_every_bad_field_is_named(
-    client: FlaskClient, session_factory: sessionmaker[Session]
+    admin_client: FlaskClient, session_factory: sessionmaker[Session]
 ) -> None:
-    result = create(client, name="   ", email="not-an-email")
+    result = create(admin_client, name="   ", email="not-an-email")
     assert result == {
         "__typename": "ValidationError",
         "fields": [
@@ -49,7 +52,7 @@ def test_every_bad_field_is_named(
             },
         ],
     }
-    too_long = create(client, name="x" * 81, email="a" * 250 + "@example.com")
+    too_long = create(admin_client, name="x" * 81, email="a" * 250 + "@example.com")
     assert too_long["fields"] == [
         {
             "path": ["input", "name"],
@@ -62,41 +65,47 @@ def test_every_bad_field_is_named(
             "code": "TOO_LONG",
         },
     ]
-    assert user_service.count_users(UnitOfWork(session_factory)) == 0
+    assert user_service.count_users(UnitOfWork(session_factory)) == 1  # the admin
 
 
-def test_the_longest_valid_values_pass(client: FlaskClient) -> None:
+def test_the_longest_valid_values_pass(admin_client: FlaskClient) -> None:
     email = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com"
     assert len(email) == 254
-    result = create(client, name="x" * 80, email=email)
+    result = create(admin_client, name="x" * 80, email=email)
     assert result["__typename"] == "CreateUserSuccess", result
 
 
 def test_a_duplicate_email_in_any_case(
-    client: FlaskClient, session_factory: sessionmaker[Session]
+    admin_client: FlaskClient, session_factory: sessionmaker[Session]
 ) -> None:
     make_user(session_factory, email="taken@example.com")
-    result = create(client, name="Copy", email="TAKEN@example.COM")
+    result = create(admin_client, name="Copy", email="TAKEN@example.COM")
     assert result == {
         "__typename": "EmailAlreadyRegistered",
         "email": "taken@example.com",
         "message": "The email address taken@example.com is already registered.",
     }
-    assert user_service.count_users(UnitOfWork(session_factory)) == 1
+    assert user_service.count_users(UnitOfWork(session_factory)) == 2
 
 
-def test_a_provisioning_failure_changes_nothing(session_factory: sessionmaker[Session]) -> None:
+def test_a_provisioning_failure_changes_nothing(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    admin: models.User,
+    tokens: TokenService,
+) -> None:
     make_user(session_factory)
     behaviour = Behaviour(status=503)
-    with provisioning_server(behaviour) as url:
-        settings = Settings(
-            database_url="unused://", environment=Environment.TEST, provisioning_webhook_url=url
+    with stub_server(behaviour) as url:
+        app = create_app(
+            replace(settings, provisioning_webhook_url=url), session_factory=session_factory
         )
-        client = create_app(settings, session_factory=session_factory).test_client()
-        result = create(client, name="Grace", email="grace@example.com")
+        result = create(
+            authorized(app.test_client(), tokens, admin), name="Grace", email="grace@example.com"
+        )
     assert result == {
         "__typename": "ProvisioningFailed",
         "message": "The provisioning service refused the user (HTTP 503).",
     }
     assert behaviour.received[0]["body"]["email"] == "grace@example.com"
-    assert user_service.count_users(UnitOfWork(session_factory)) == 1
+    assert user_service.count_users(UnitOfWork(session_factory)) == 2  # the admin and one more

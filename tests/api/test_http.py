@@ -2,6 +2,8 @@
 
 import json
 import logging
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
@@ -11,7 +13,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import Environment, Settings, create_app
+from services import auth
 from services import users as user_service
+from services.auth import Principal, Role, TokenService
 from tests.graphql import gql
 
 LEAKS = ("Traceback", "sqlalchemy", "pymysql", "SELECT", 'File "', "secret")
@@ -112,10 +116,12 @@ def test_other_paths_and_methods_answer_json(client: FlaskClient) -> None:
     assert wrong_method.get_json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
 
 
-def test_graphiql_only_in_development(session_factory: sessionmaker[Session]) -> None:
+def test_graphiql_only_in_development(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
     def graphiql(environment: Environment) -> tuple[int, str]:
-        settings = Settings(database_url="unused://", environment=environment)
-        client = create_app(settings, session_factory=session_factory).test_client()
+        configured = replace(settings, environment=environment)
+        client = create_app(configured, session_factory=session_factory).test_client()
         response = client.get("/graphql", headers={"Accept": "text/html"})
         return response.status_code, response.content_type
 
@@ -125,14 +131,14 @@ def test_graphiql_only_in_development(session_factory: sessionmaker[Session]) ->
 
 
 def test_an_unexpected_exception_is_masked_and_logged(
-    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    user_client: FlaskClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret: SELECT password FROM users")
 
     monkeypatch.setattr(user_service, "get_user", explode)
     with caplog.at_level(logging.ERROR, logger="schema.errors"):
-        response = client.post("/graphql", json={"query": "{ user(id: 1) { id } }"})
+        response = user_client.post("/graphql", json={"query": "{ user(id: 1) { id } }"})
     assert response.status_code == 200
     assert response.get_json() == {
         "data": {"user": None},
@@ -150,13 +156,23 @@ def test_an_unexpected_exception_is_masked_and_logged(
     assert "secret: SELECT password" in caplog.text
 
 
-def test_a_database_that_went_away_is_masked(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def unreachable_database() -> Iterator[sessionmaker[Session]]:
     # Nothing listens on port 1: every connection attempt fails at once.
     engine = create_engine("mysql+pymysql://root@127.0.0.1:1/gone", pool_pre_ping=True)
-    broken = sessionmaker(bind=engine)
-    client = create_app(settings, session_factory=broken).test_client()
+    yield sessionmaker(bind=engine)
+    engine.dispose()
+
+
+def test_a_database_that_went_away_is_masked_during_execution(
+    settings: Settings,
+    unreachable_database: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Authentication passes without the database, so the outage hits a resolver.
+    monkeypatch.setattr(auth, "authenticate", lambda *_: Principal(user=None, role=Role.ADMIN))
+    client = create_app(settings, session_factory=unreachable_database).test_client()
     with caplog.at_level(logging.ERROR):
         response = client.post("/graphql", json={"query": "{ users { totalCount } }"})
     assert response.status_code == 200
@@ -164,7 +180,27 @@ def test_a_database_that_went_away_is_masked(
     assert body["errors"][0]["extensions"]["code"] == "INTERNAL"
     assert_clean(json.dumps(body))
     assert "OperationalError" in caplog.text
-    engine.dispose()
+
+
+def test_a_database_that_went_away_is_masked_during_authentication(
+    settings: Settings,
+    unreachable_database: sessionmaker[Session],
+    tokens: TokenService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = create_app(settings, session_factory=unreachable_database).test_client()
+    token = tokens.issue(user_id=1, role=Role.USER).token
+    with caplog.at_level(logging.ERROR):
+        response = client.post(
+            "/graphql",
+            json={"query": "{ me { id } }"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "errors": [{"message": "Internal server error", "extensions": {"code": "INTERNAL"}}]
+    }
+    assert "OperationalError" in caplog.text
 
 
 def test_a_failure_outside_graphql_is_a_json_500(

@@ -31,27 +31,37 @@ def _selects(client: FlaskClient, engine: Engine, query: str, **variables: Any) 
 
 
 def test_users_costs_the_same_whatever_the_page_size(
-    client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
 ) -> None:
     make_users(session_factory, 30)
     shape = """query($first: Int) { users(first: $first) {
         totalCount pageInfo { hasNextPage }
         edges { cursor node { id name email role createdAt updatedAt } } } }"""
-    budgets = {first: _selects(client, engine, shape, first=first) for first in (1, 10, 30, 100)}
-    # One SELECT for the page, one for totalCount.
-    assert budgets == {first: ["SELECT", "SELECT"] for first in (1, 10, 30, 100)}
+    budgets = {
+        first: _selects(admin_client, engine, shape, first=first) for first in (1, 10, 30, 100)
+    }
+    # The caller's user (authentication), the page, and totalCount.
+    assert budgets == {first: ["SELECT"] * 3 for first in (1, 10, 30, 100)}
 
 
 def test_total_count_is_only_counted_when_asked(
-    client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
 ) -> None:
     make_users(session_factory, 3)
-    assert _selects(client, engine, "{ users { edges { node { id } } } }") == ["SELECT"]
+    assert _selects(admin_client, engine, "{ users { edges { node { id } } } }") == ["SELECT"] * 2
 
 
 def test_user_by_id_is_one_statement(
-    client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
 ) -> None:
     [user] = make_users(session_factory, 1)
     query = "query($id: ID!) { user(id: $id) { id name email } }"
-    assert _selects(client, engine, query, id=user.id) == ["SELECT"]
+    assert _selects(admin_client, engine, query, id=user.id) == ["SELECT"] * 2
+
+
+def test_me_reuses_the_authentication_lookup(admin_client: FlaskClient, engine: Engine) -> None:
+    assert _selects(admin_client, engine, "{ me { id name email } }") == ["SELECT"]
+
+
+def test_anonymous_requests_cost_no_lookup(client: FlaskClient, engine: Engine) -> None:
+    assert _selects(client, engine, "{ me { id } }") == []

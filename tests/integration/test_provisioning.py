@@ -7,7 +7,7 @@ from services import users as user_service
 from services.errors import ProvisioningError
 from services.provisioning import NewUser, WebhookProvisioner
 from services.unit_of_work import UnitOfWork
-from tests.provisioning_server import Behaviour, provisioning_server
+from tests.http_stub import Behaviour, stub_server
 
 NEW_USER = NewUser(
     id=7,
@@ -20,7 +20,7 @@ NEW_USER = NewUser(
 
 def test_the_webhook_receives_the_new_user_as_json() -> None:
     behaviour = Behaviour(status=201)
-    with provisioning_server(behaviour) as url:
+    with stub_server(behaviour) as url:
         WebhookProvisioner(url, timeout_seconds=2).provision(NEW_USER)
     [request] = behaviour.received
     assert request["headers"]["Content-Type"] == "application/json"
@@ -42,12 +42,12 @@ def test_the_webhook_receives_the_new_user_as_json() -> None:
     ],
 )
 def test_a_refusal_or_a_timeout_is_a_provisioning_error(behaviour: Behaviour, message: str) -> None:
-    with provisioning_server(behaviour) as url, pytest.raises(ProvisioningError, match=message):
+    with stub_server(behaviour) as url, pytest.raises(ProvisioningError, match=message):
         WebhookProvisioner(url, timeout_seconds=0.2).provision(NEW_USER)
 
 
 def test_an_unreachable_service_is_a_provisioning_error() -> None:
-    with provisioning_server(Behaviour()) as url:
+    with stub_server(Behaviour()) as url:
         pass  # the server is closed again: nothing listens on the port now
     with pytest.raises(ProvisioningError, match="could not be reached"):
         WebhookProvisioner(url, timeout_seconds=1).provision(NEW_USER)
@@ -59,7 +59,7 @@ def test_only_http_urls_are_accepted() -> None:
 
 
 def test_a_timed_out_webhook_rolls_the_user_back(session_factory: sessionmaker[Session]) -> None:
-    with provisioning_server(Behaviour(delay_seconds=1.0)) as url:
+    with stub_server(Behaviour(delay_seconds=1.0)) as url:
         provisioner = WebhookProvisioner(url, timeout_seconds=0.2)
         with pytest.raises(ProvisioningError):
             user_service.create_user(

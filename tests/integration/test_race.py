@@ -1,34 +1,34 @@
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Environment, Settings, create_app
+from app import Settings, create_app
 from db import models
 from services import users as user_service
+from services.auth import TokenService
 from services.errors import EmailTaken
 from services.provisioning import NoopProvisioner
 from services.unit_of_work import UnitOfWork
 from tests.factories import make_user
-from tests.graphql import CREATE_USER
-from tests.provisioning_server import Behaviour, provisioning_server
+from tests.graphql import CREATE_USER, authorized
+from tests.http_stub import Behaviour, stub_server
 
 RACERS = 6
 
 
 def test_racing_requests_create_exactly_one_user(
-    committing_session_factory: sessionmaker[Session],
+    settings: Settings, tokens: TokenService, committing_session_factory: sessionmaker[Session]
 ) -> None:
+    admin = make_user(committing_session_factory, role=models.Role.ADMIN)
     # A slow provisioning call keeps each transaction open, so the racers overlap.
-    with provisioning_server(Behaviour(delay_seconds=0.1)) as url:
-        settings = Settings(
-            database_url="unused://",
-            environment=Environment.TEST,
-            provisioning_webhook_url=url,
-        )
-        client = create_app(settings, session_factory=committing_session_factory).test_client()
+    with stub_server(Behaviour(delay_seconds=0.1)) as url:
+        configured = replace(settings, provisioning_webhook_url=url)
+        app = create_app(configured, session_factory=committing_session_factory)
+        client = authorized(app.test_client(), tokens, admin)
         start = threading.Barrier(RACERS)
         answers: list[Any] = []
 
@@ -51,7 +51,7 @@ def test_racing_requests_create_exactly_one_user(
     kinds = sorted(body["data"]["createUser"]["__typename"] for _, body in answers)
     assert kinds == ["CreateUserSuccess"] + ["EmailAlreadyRegistered"] * (RACERS - 1)
     with committing_session_factory() as session:
-        emails = session.scalars(select(models.User.email)).all()
+        emails = session.scalars(select(models.User.email).where(models.User.id != admin.id)).all()
     assert emails == ["racer@example.com"]
 
 

@@ -2,12 +2,21 @@ from pathlib import Path
 
 import pytest
 
+import app
 from app import ConfigError, Environment, Settings, build_provisioner
 from db.session import default_database_url
+from services.google import GOOGLE_CERTS_URL
 from services.provisioning import NoopProvisioner, WebhookProvisioner
 
 
-def test_defaults(tmp_path: Path) -> None:
+@pytest.fixture(autouse=True)
+def dev_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "instance" / "dev-jwt-secret"
+    monkeypatch.setattr(app, "DEV_SECRET_FILE", path)
+    return path
+
+
+def test_defaults(tmp_path: Path, dev_secret_file: Path) -> None:
     settings = Settings.from_env({}, dotenv_path=tmp_path / "missing.env")
     assert settings == Settings(
         database_url=default_database_url(),
@@ -15,9 +24,43 @@ def test_defaults(tmp_path: Path) -> None:
         provisioning_webhook_url=None,
         provisioning_timeout_seconds=3.0,
         log_level="INFO",
+        jwt_secret=dev_secret_file.read_text(),
+        jwt_algorithm="HS256",
+        jwt_private_key_pem=None,
+        jwt_public_keys_pem=(),
+        jwt_ttl_seconds=3600,
+        jwt_issuer="userql",
+        jwt_audience="userql",
+        jwt_leeway_seconds=30,
+        google_client_ids=(),
+        google_hosted_domain=None,
+        google_signup_enabled=True,
+        google_certs_url=GOOGLE_CERTS_URL,
     )
     assert settings.database_url.endswith("/instance/userql.sqlite3")
     assert isinstance(build_provisioner(settings), NoopProvisioner)
+
+
+def test_development_keeps_one_random_secret(tmp_path: Path, dev_secret_file: Path) -> None:
+    first = Settings.from_env({}, dotenv_path=tmp_path / "x").jwt_secret
+    again = Settings.from_env({"USERQL_ENV": "test"}, dotenv_path=tmp_path / "x").jwt_secret
+    assert first == again
+    assert first is not None
+    assert len(first) >= 32
+    assert dev_secret_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_production_needs_a_real_secret(tmp_path: Path) -> None:
+    production = {"USERQL_ENV": "production"}
+    with pytest.raises(ConfigError, match="JWT_SECRET is required in production"):
+        Settings.from_env(production, dotenv_path=tmp_path / "x")
+    for example in app.EXAMPLE_SECRETS:
+        with pytest.raises(ConfigError, match="example value"):
+            Settings.from_env({**production, "JWT_SECRET": example}, dotenv_path=tmp_path / "x")
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        app.build_token_service(
+            Settings.from_env({**production, "JWT_SECRET": "short"}, dotenv_path=tmp_path / "x")
+        )
 
 
 def test_every_setting_is_read(tmp_path: Path) -> None:
@@ -28,6 +71,15 @@ def test_every_setting_is_read(tmp_path: Path) -> None:
             "USER_PROVISIONING_WEBHOOK_URL": "https://hooks.example/users",
             "USER_PROVISIONING_TIMEOUT_SECONDS": "1.5",
             "LOG_LEVEL": "debug",
+            "JWT_SECRET": "s" * 32,
+            "JWT_TTL_SECONDS": "600",
+            "JWT_ISSUER": "https://auth.example",
+            "JWT_AUDIENCE": "api",
+            "JWT_LEEWAY_SECONDS": "0",
+            "GOOGLE_CLIENT_IDS": " one.apps.googleusercontent.com , two ",
+            "GOOGLE_HOSTED_DOMAIN": "example.com",
+            "GOOGLE_SIGNUP_ENABLED": "no",
+            "GOOGLE_CERTS_URL": "http://127.0.0.1:9/certs",
         },
         dotenv_path=tmp_path / "missing.env",
     )
@@ -36,12 +88,21 @@ def test_every_setting_is_read(tmp_path: Path) -> None:
     assert settings.provisioning_timeout_seconds == 1.5
     assert settings.log_level == "DEBUG"
     assert isinstance(build_provisioner(settings), WebhookProvisioner)
+    assert settings.jwt_secret == "s" * 32
+    assert (settings.jwt_ttl_seconds, settings.jwt_leeway_seconds) == (600, 0)
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("https://auth.example", "api")
+    assert settings.google_client_ids == ("one.apps.googleusercontent.com", "two")
+    assert settings.google_hosted_domain == "example.com"
+    assert settings.google_signup_enabled is False
+    assert settings.google_certs_url == "http://127.0.0.1:9/certs"
 
 
 def test_the_environment_wins_over_the_dotenv_file(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text("DATABASE_URL=sqlite:///from-file.db\nUSERQL_ENV=test\n")
-    settings = Settings.from_env({"USERQL_ENV": "production"}, dotenv_path=dotenv)
+    settings = Settings.from_env(
+        {"USERQL_ENV": "production", "JWT_SECRET": "x" * 32}, dotenv_path=dotenv
+    )
     assert settings.database_url == "sqlite:///from-file.db"
     assert settings.environment is Environment.PRODUCTION
 
@@ -58,10 +119,14 @@ def test_the_dotenv_file_in_the_working_directory_is_read(
     ("variable", "value", "message"),
     [
         ("USERQL_ENV", "staging", "USERQL_ENV must be one of development, production, test"),
-        ("USER_PROVISIONING_TIMEOUT_SECONDS", "soon", "must be a number of seconds"),
-        ("USER_PROVISIONING_TIMEOUT_SECONDS", "0", "more than 0 and at most 60"),
-        ("USER_PROVISIONING_TIMEOUT_SECONDS", "600", "more than 0 and at most 60"),
+        ("USER_PROVISIONING_TIMEOUT_SECONDS", "soon", "must be a number"),
+        ("USER_PROVISIONING_TIMEOUT_SECONDS", "0", "must be from 0.1 to 60"),
+        ("USER_PROVISIONING_TIMEOUT_SECONDS", "600", "must be from 0.1 to 60"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL must be"),
+        ("JWT_TTL_SECONDS", "0", "JWT_TTL_SECONDS must be from 1"),
+        ("JWT_LEEWAY_SECONDS", "3600", "JWT_LEEWAY_SECONDS must be from 0 to 300"),
+        ("GOOGLE_SIGNUP_ENABLED", "maybe", "GOOGLE_SIGNUP_ENABLED must be true or false"),
+        ("JWT_PRIVATE_KEY_FILE", "/nonexistent/key.pem", "cannot read key file"),
     ],
 )
 def test_bad_values_are_refused_at_startup(
@@ -77,3 +142,24 @@ def test_a_webhook_url_that_is_not_http_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="USER_PROVISIONING_WEBHOOK_URL"):
         build_provisioner(settings)
+
+
+def test_asymmetric_keys_are_read_from_files(tmp_path: Path) -> None:
+    private, public = tmp_path / "private.pem", tmp_path / "old.pem"
+    private.write_bytes(b"PRIVATE")
+    public.write_bytes(b"PUBLIC")
+    settings = Settings.from_env(
+        {
+            "JWT_ALGORITHM": "rs256",
+            "JWT_PRIVATE_KEY_FILE": str(private),
+            "JWT_PUBLIC_KEY_FILES": f"{public}, {public}",
+            "JWT_SECRET": "ignored-when-signing-with-keys-xxxxxxxxxx",
+        },
+        dotenv_path=tmp_path / "x",
+    )
+    assert settings.jwt_algorithm == "RS256"
+    assert settings.jwt_secret is None
+    assert settings.jwt_private_key_pem == b"PRIVATE"
+    assert settings.jwt_public_keys_pem == (b"PUBLIC", b"PUBLIC")
+    with pytest.raises(ConfigError, match="JWT settings: "):
+        app.build_token_service(settings)  # not a real PEM key
