@@ -8,9 +8,11 @@ PORT ?= 8000
 
 .PHONY: run test install migrate seed check lint typecheck importlint pytest schema clean
 
+# Ends with a day-long admin token for the seeded ADMIN, ready to paste into GraphiQL.
 run: install
 	$(BIN)/userql migrate
 	$(BIN)/userql seed
+	@$(BIN)/userql issue-token --email ada@example.com --ttl 86400 > /dev/null
 	$(BIN)/userql serve --host $(HOST) --port $(PORT)
 
 test: install check pytest
