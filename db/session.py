@@ -1,42 +1,73 @@
+import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-# Below MySQL's default wait_timeout (8 hours) and below the usual 1 hour of proxies and
-# load balancers in front of managed databases.
-POOL_RECYCLE_SECONDS = 1800
+logger = logging.getLogger(__name__)
+
 # Longer than the provisioning timeout, so a writer waiting for SQLite's lock outlasts a
 # transaction that is waiting on the provisioning webhook.
 SQLITE_BUSY_TIMEOUT_SECONDS = 15.0
-
-
 # Local state of a development install, the way Flask places instance data.
 INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
+# Each statement sees what was committed before it: a request that lost a race re-reads the
+# winner's row, and concurrent inserts on a unique index take no gap locks.
+MYSQL_ISOLATION_LEVEL = "READ COMMITTED"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    size: int = 5
+    max_overflow: int = 10
+    # Below MySQL's default wait_timeout (8 hours) and the usual 1 hour of proxies.
+    recycle_seconds: int = 1800
+    pre_ping: bool = True
+    timeout_seconds: float = 5.0
+    """How long a request waits for a free pooled connection."""
+    connect_timeout_seconds: float = 3.0
+    read_timeout_seconds: float = 30.0
+    """Bounds a statement on a connection whose server went silent."""
 
 
 def default_database_url() -> str:
     return f"sqlite:///{INSTANCE_DIR / 'userql.sqlite3'}"
 
 
-def make_engine(url: str, **engine_options: Any) -> Engine:
+def make_engine(url: str, pool: PoolOptions | None = None) -> Engine:
+    pool = pool or PoolOptions()
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _make_sqlite_engine(url, **engine_options)
-    return create_engine(
-        url, pool_pre_ping=True, pool_recycle=POOL_RECYCLE_SECONDS, **engine_options
-    )
+        return _make_sqlite_engine(url)
+    options: dict[str, Any] = {
+        "pool_size": pool.size,
+        "max_overflow": pool.max_overflow,
+        "pool_recycle": pool.recycle_seconds,
+        "pool_pre_ping": pool.pre_ping,
+        "pool_timeout": pool.timeout_seconds,
+    }
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        options["isolation_level"] = MYSQL_ISOLATION_LEVEL
+    if parsed.get_driver_name() == "pymysql":
+        options["connect_args"] = {
+            "charset": "utf8mb4",
+            "connect_timeout": pool.connect_timeout_seconds,
+            "read_timeout": pool.read_timeout_seconds,
+            "write_timeout": pool.read_timeout_seconds,
+        }
+    return create_engine(url, **options)
 
 
-def _make_sqlite_engine(url: str, **engine_options: Any) -> Engine:
+def _make_sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, **engine_options
-    )
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
 
     # sqlite3's own transaction handling skips BEGIN before SELECT and breaks SAVEPOINT; the
     # SQLAlchemy docs' recipe hands BEGIN to us. IMMEDIATE takes the write lock up front, so
@@ -59,3 +90,24 @@ def _make_sqlite_engine(url: str, **engine_options: Any) -> Engine:
 def make_session_factory(bind: Engine | Connection) -> sessionmaker[Session]:
     # Objects returned by a committed service stay readable after the session closes.
     return sessionmaker(bind=bind, expire_on_commit=False)
+
+
+def wait_for_database(engine: Engine, *, seconds: float, interval: float = 1.0) -> bool:
+    """Whether the database answered within `seconds`, trying every `interval`."""
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() + interval > deadline:
+                logger.error("database still unreachable at attempt %d: %s", attempt, error.orig)
+                return False
+            logger.warning("database not reachable yet (attempt %d): %s", attempt, error.orig)
+            time.sleep(interval)
+        else:
+            if attempt > 1:
+                logger.info("database reachable after %d attempts", attempt)
+            return True

@@ -50,6 +50,12 @@ class NotRegistered(ServiceError):
         self.email = email
 
 
+class DatabaseUnavailable(ServiceError):
+    """The database did not answer; the request may be retried."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
 class GoogleUnavailable(ServiceError):
     """Google's signing certificates could not be fetched; nothing is wrong with the token."""
 
