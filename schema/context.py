@@ -2,6 +2,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from schema.operation_log import RequestLog
 from services.auth import Principal, TokenService
 from services.google import IdTokenVerifier
 from services.provisioning import Provisioner
@@ -19,6 +20,7 @@ class Context:
     tokens: TokenService
     google: IdTokenVerifier
     google_signup_enabled: bool
+    log: RequestLog
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)

@@ -4,6 +4,7 @@ from strawberry.types import ExecutionContext
 
 from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
 from schema.mutation import Mutation
+from schema.operation_log import OperationLog
 from schema.permissions import apply_rules
 from schema.query import Query
 from schema.types.users import User
@@ -22,6 +23,6 @@ apply_rules(Query, Mutation, User)
 schema = UserqlSchema(
     query=Query,
     mutation=Mutation,
-    extensions=[ErrorCodes],
+    extensions=[ErrorCodes, OperationLog],
     exception_handlers=EXCEPTION_HANDLERS,
 )
