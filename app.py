@@ -5,21 +5,27 @@ import enum
 import json
 import logging
 import os
+import re
 import secrets
 import sys
+import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 from cross_web import HTTPException as GraphQLHTTPException
 from cross_web import SyncHTTPRequestAdapter
 from dotenv import dotenv_values
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, g, request
 from flask.typing import ResponseReturnValue
+from flask_cors import CORS
 from google.auth.transport.urllib3 import Request as Urllib3Request
 from sqlalchemy.orm import Session, sessionmaker
 from strawberry.flask.views import GraphQLView
@@ -28,20 +34,29 @@ from strawberry.types import ExecutionResult
 from werkzeug.exceptions import HTTPException
 
 from db import models
-from db.session import INSTANCE_DIR, default_database_url, make_engine, make_session_factory
+from db.session import (
+    INSTANCE_DIR,
+    PoolOptions,
+    default_database_url,
+    make_engine,
+    make_session_factory,
+    wait_for_database,
+)
 from schema.context import Context
 from schema.errors import INTERNAL, INTERNAL_MESSAGE, mask_unexpected
+from schema.operation_log import RequestLog
 from schema.permissions import permission_matrix
 from schema.root import schema
 from services import auth
 from services import users as user_service
-from services.errors import EmailTaken, ProvisioningError, Unauthenticated
+from services.errors import DatabaseUnavailable, EmailTaken, ProvisioningError, Unauthenticated
 from services.google import (
     GOOGLE_CERTS_URL,
     CachingRequest,
     GoogleIdTokenVerifier,
     IdTokenVerifier,
 )
+from services.health import check_readiness
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
 from services.unit_of_work import UnitOfWork
 
@@ -56,6 +71,7 @@ EXAMPLE_SECRETS = frozenset(
     }
 )
 logger = logging.getLogger("userql")
+request_logger = logging.getLogger("userql.request")
 
 
 class ConfigError(Exception):
@@ -66,6 +82,18 @@ class Environment(enum.StrEnum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
     TEST = "test"
+
+
+class _Layered:
+    """Settings by name: the environment first, then the .env file; empty means unset."""
+
+    def __init__(self, environ: Mapping[str, str], dotenv: Mapping[str, str | None]) -> None:
+        self._environ = environ
+        self._dotenv = dotenv
+
+    def get(self, name: str, default: str = "") -> str:
+        value = self._environ[name] if name in self._environ else self._dotenv.get(name)
+        return value or default
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,18 +132,31 @@ class Settings:
     """GOOGLE_SIGNUP_ENABLED: whether unknown people are registered on first sign-in."""
     google_certs_url: str = GOOGLE_CERTS_URL
     """GOOGLE_CERTS_URL: where Google's signing certificates are fetched."""
+    database_pool: PoolOptions = field(default_factory=PoolOptions)
+    """DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_RECYCLE_SECONDS, DB_POOL_PRE_PING,
+    DB_POOL_TIMEOUT_SECONDS, DB_CONNECT_TIMEOUT_SECONDS, DB_READ_TIMEOUT_SECONDS."""
+    database_wait_seconds: float = 10.0
+    """DB_WAIT_SECONDS: how long startup and `userql migrate` wait for the database."""
+    cors_origins: tuple[str, ...] = ()
+    """CORS_ORIGINS: comma-separated origins allowed to call the API from a browser."""
+    cors_allow_credentials: bool = False
+    """CORS_ALLOW_CREDENTIALS: let those origins send cookies and HTTP auth."""
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, dotenv_path: Path | None = None
     ) -> "Settings":
         """Settings from the process environment, over the values of an optional .env file."""
-        dotenv = dotenv_values(dotenv_path or Path.cwd() / ".env")
-        values = {k: v for k, v in dotenv.items() if v is not None}
-        values.update(os.environ if environ is None else environ)
+        values = _Layered(
+            os.environ if environ is None else environ,
+            dotenv_values(dotenv_path or Path.cwd() / ".env"),
+        )
         environment = _parse_environment(values.get("USERQL_ENV", "development"))
         algorithm = values.get("JWT_ALGORITHM", auth.SYMMETRIC_ALGORITHM).strip().upper()
         private_key_file = values.get("JWT_PRIVATE_KEY_FILE", "").strip()
+        cors_credentials = _parse_bool(
+            "CORS_ALLOW_CREDENTIALS", values.get("CORS_ALLOW_CREDENTIALS", "false")
+        )
         return cls(
             database_url=values.get("DATABASE_URL") or default_database_url(),
             environment=environment,
@@ -125,7 +166,7 @@ class Settings:
                 values.get("USER_PROVISIONING_TIMEOUT_SECONDS", "3"),
                 float,
                 low=0.1,
-                high=60,
+                high=60.0,
             ),
             log_level=_parse_log_level(values.get("LOG_LEVEL", "INFO")),
             jwt_secret=_jwt_secret(values.get("JWT_SECRET"), environment, algorithm),
@@ -134,25 +175,13 @@ class Settings:
             jwt_public_keys_pem=tuple(
                 _read_file(path) for path in _split(values.get("JWT_PUBLIC_KEY_FILES", ""))
             ),
-            jwt_ttl_seconds=int(
-                _parse_number(
-                    "JWT_TTL_SECONDS",
-                    values.get("JWT_TTL_SECONDS", "3600"),
-                    int,
-                    low=1,
-                    high=2678400,
-                )
+            jwt_ttl_seconds=_parse_number(
+                "JWT_TTL_SECONDS", values.get("JWT_TTL_SECONDS", "3600"), int, low=1, high=2678400
             ),
             jwt_issuer=values.get("JWT_ISSUER") or "userql",
             jwt_audience=values.get("JWT_AUDIENCE") or "userql",
-            jwt_leeway_seconds=int(
-                _parse_number(
-                    "JWT_LEEWAY_SECONDS",
-                    values.get("JWT_LEEWAY_SECONDS", "30"),
-                    int,
-                    low=0,
-                    high=300,
-                )
+            jwt_leeway_seconds=_parse_number(
+                "JWT_LEEWAY_SECONDS", values.get("JWT_LEEWAY_SECONDS", "30"), int, low=0, high=300
             ),
             google_client_ids=_split(values.get("GOOGLE_CLIENT_IDS", "")),
             google_hosted_domain=values.get("GOOGLE_HOSTED_DOMAIN") or None,
@@ -160,7 +189,44 @@ class Settings:
                 "GOOGLE_SIGNUP_ENABLED", values.get("GOOGLE_SIGNUP_ENABLED", "true")
             ),
             google_certs_url=values.get("GOOGLE_CERTS_URL") or GOOGLE_CERTS_URL,
+            database_pool=_pool_options(values),
+            database_wait_seconds=_parse_number(
+                "DB_WAIT_SECONDS", values.get("DB_WAIT_SECONDS", "10"), float, low=0.0, high=600.0
+            ),
+            cors_origins=_cors_origins(
+                values.get("CORS_ORIGINS", ""), allow_credentials=cors_credentials
+            ),
+            cors_allow_credentials=cors_credentials,
         )
+
+
+def _pool_options(values: _Layered) -> PoolOptions:
+    def whole(name: str, default: str, low: int, high: int) -> int:
+        return _parse_number(name, values.get(name, default), int, low=low, high=high)
+
+    def seconds(name: str, default: str, high: float) -> float:
+        return _parse_number(name, values.get(name, default), float, low=0.1, high=high)
+
+    return PoolOptions(
+        size=whole("DB_POOL_SIZE", "5", 1, 100),
+        max_overflow=whole("DB_MAX_OVERFLOW", "10", 0, 100),
+        recycle_seconds=whole("DB_POOL_RECYCLE_SECONDS", "1800", 1, 86400),
+        pre_ping=_parse_bool("DB_POOL_PRE_PING", values.get("DB_POOL_PRE_PING", "true")),
+        timeout_seconds=seconds("DB_POOL_TIMEOUT_SECONDS", "5", 300),
+        connect_timeout_seconds=seconds("DB_CONNECT_TIMEOUT_SECONDS", "3", 60),
+        read_timeout_seconds=seconds("DB_READ_TIMEOUT_SECONDS", "30", 3600),
+    )
+
+
+def _cors_origins(raw: str, *, allow_credentials: bool) -> tuple[str, ...]:
+    origins = _split(raw)
+    if "*" in origins and allow_credentials:
+        # Any site could then act with the visitor's cookies: browsers forbid it, so do we.
+        raise ConfigError("CORS_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true")
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"CORS_ORIGINS: {origin!r} is not an origin like https://app.example")
+    return tuple(origin.rstrip("/") for origin in origins)
 
 
 def _parse_environment(raw: str) -> Environment:
@@ -171,9 +237,12 @@ def _parse_environment(raw: str) -> Environment:
         raise ConfigError(f"USERQL_ENV must be one of {allowed}, not {raw!r}") from None
 
 
+Number = TypeVar("Number", int, float)
+
+
 def _parse_number(
-    name: str, raw: str, kind: Callable[[str], float], *, low: float, high: float
-) -> float:
+    name: str, raw: str, kind: Callable[[str], Number], *, low: Number, high: Number
+) -> Number:
     try:
         number = kind(raw.strip())
     except ValueError:
@@ -233,6 +302,54 @@ def _development_secret() -> str:
     return secret
 
 
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Ids we echo back and log: short, and nothing a log viewer or a header could misread.
+_REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_LOG_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+HEALTH_PATHS = frozenset({"/livez", "/readyz"})
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the request id, any `extra`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if (request_id := _request_id.get()) is not None:
+            entry["request_id"] = request_id
+        entry.update(
+            (key, value) for key, value in vars(record).items() if key not in _LOG_RECORD_FIELDS
+        )
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+JsonLogFormatter.converter = time.gmtime
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stdout as it is when the record is emitted, even if it was replaced."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stdout from every logger; idempotent, so each app factory may call it."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(isinstance(handler, _StdoutHandler) for handler in root.handlers):
+        handler = _StdoutHandler(sys.stdout)
+        handler.setFormatter(JsonLogFormatter())
+        root.addHandler(handler)
+
+
 def _error_body(message: str, code: str) -> str:
     return json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
 
@@ -244,7 +361,10 @@ _CODE_BY_STATUS = {
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    503: "SERVICE_UNAVAILABLE",
 }
+# Seconds a client should wait before retrying while the database is away.
+RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +389,8 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         services = self._services
         token = auth.bearer_token(request.headers.getlist("Authorization"))
         principal = auth.authenticate(UnitOfWork(services.session_factory), services.tokens, token)
+        log: RequestLog = g.request_log
+        log.principal_id = principal.user_id
         return Context(
             session_factory=services.session_factory,
             provisioner=services.provisioner,
@@ -276,6 +398,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             tokens=services.tokens,
             google=services.google,
             google_signup_enabled=services.google_signup_enabled,
+            log=log,
         )
 
     def parse_http_body(self, request: SyncHTTPRequestAdapter) -> Any:
@@ -297,6 +420,9 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
     def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:
             result.errors = [mask_unexpected(error) for error in result.errors]
+            g.request_log.error_codes.extend(
+                (error.extensions or {}).get("code", INTERNAL) for error in result.errors
+            )
         return super().process_result(request, result)
 
     def dispatch_request(self) -> ResponseReturnValue:
@@ -310,9 +436,16 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             response = _json_error(str(error), error.code, 401)
             response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
             return response
+        except DatabaseUnavailable as error:
+            # Authentication could not reach the database; nothing ran.
+            response = _json_error(str(error), error.code, 503)
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
 
 
 def _json_error(message: str, code: str, status: int) -> Response:
+    if (log := g.get("request_log")) is not None:
+        log.error_codes.append(code)
     return Response(_error_body(message, code), status=status, content_type="application/json")
 
 
@@ -366,16 +499,108 @@ def build_services(settings: Settings, session_factory: sessionmaker[Session]) -
 def create_app(
     settings: Settings | None = None, *, session_factory: sessionmaker[Session] | None = None
 ) -> Flask:
+    """The WSGI app. Under gunicorn, each worker calls this after the fork, so every worker
+    builds its own engine and no connection is shared across processes."""
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     if session_factory is None:
-        session_factory = make_session_factory(make_engine(settings.database_url))
+        engine = make_engine(settings.database_url, settings.database_pool)
+        if not wait_for_database(engine, seconds=settings.database_wait_seconds):
+            logger.warning("starting without the database; /readyz answers 503 until it is back")
+        session_factory = make_session_factory(engine)
     services = build_services(settings, session_factory)
     app = Flask(__name__)
+    _register_request_log(app)
     _register_graphql(app, settings, services)
+    _register_health(app, session_factory, expected_revision=migrations_head())
     _register_jwks(app, services.tokens)
+    _register_cors(app, settings)
     _register_error_handlers(app)
     return app
+
+
+def _register_request_log(app: Flask) -> None:
+    @app.before_request
+    def start() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _REQUEST_ID_SHAPE.fullmatch(incoming) else uuid.uuid4().hex
+        g.request_id = request_id
+        g.request_id_token = _request_id.set(request_id)
+        g.request_log = RequestLog()
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.request_id
+        log: RequestLog = g.request_log
+        level = _request_log_level(request.path, response.status_code, log.error_codes)
+        request_logger.log(
+            level,
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.started) * 1000, 2),
+                "operation_name": log.operation_name,
+                "operation_type": log.operation_type,
+                "principal_id": log.principal_id,
+                "outcome": "error" if log.error_codes or response.status_code >= 400 else "ok",
+                "error_codes": log.error_codes,
+            },
+        )
+        return response
+
+    @app.teardown_request
+    def forget(_error: BaseException | None) -> None:
+        if (token := g.pop("request_id_token", None)) is not None:
+            _request_id.reset(token)
+
+
+def _request_log_level(path: str, status: int, error_codes: list[str]) -> int:
+    if INTERNAL in error_codes or status == 500:
+        return logging.ERROR
+    if status >= 500 or "SERVICE_UNAVAILABLE" in error_codes:
+        return logging.WARNING
+    # Orchestrators poll the health endpoints every few seconds.
+    return logging.DEBUG if path in HEALTH_PATHS else logging.INFO
+
+
+def _register_health(
+    app: Flask, session_factory: sessionmaker[Session], *, expected_revision: str
+) -> None:
+    @app.get("/livez")
+    def livez() -> Response:
+        return Response(json.dumps({"status": "ok"}), content_type="application/json")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        readiness = check_readiness(
+            UnitOfWork(session_factory), expected_revision=expected_revision
+        )
+        if readiness.ready:
+            ready = {"status": "ready", "revision": expected_revision}
+            return Response(json.dumps(ready), content_type="application/json")
+        unavailable = {"status": "unavailable", "reason": readiness.reason}
+        return Response(json.dumps(unavailable), status=503, content_type="application/json")
+
+
+def _register_cors(app: Flask, settings: Settings) -> None:
+    if not settings.cors_origins:
+        return  # no Access-Control headers at all: browsers keep other origins out
+    CORS(
+        app,
+        resources={r"/graphql": {}},
+        origins=list(settings.cors_origins),
+        supports_credentials=settings.cors_allow_credentials,
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=600,
+    )
 
 
 def _register_graphql(app: Flask, settings: Settings, services: Services) -> None:
@@ -416,12 +641,29 @@ def _register_error_handlers(app: Flask) -> None:
         return _json_error(INTERNAL_MESSAGE, INTERNAL, 500)
 
 
+def _migrations_root() -> Path:
+    """Where alembic.ini and alembic/ are: the checkout, or the wheel's share/userql."""
+    if (PROJECT_ROOT / "alembic").is_dir():
+        return PROJECT_ROOT
+    return Path(sys.prefix) / "share" / "userql"
+
+
 def alembic_config(database_url: str) -> AlembicConfig:
-    config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    root = _migrations_root()
+    config = AlembicConfig(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "alembic"))
     # Passed as an attribute, not an ini option: configparser would mangle a '%' in a password.
     config.attributes["database_url"] = database_url
+    # Our JSON logging stays in place; alembic's ini would replace it.
+    config.attributes["configure_logger"] = False
     return config
+
+
+def migrations_head() -> str:
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:
+        raise ConfigError("no alembic migrations found")
+    return head
 
 
 EXAMPLE_USERS = (
@@ -484,6 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = Settings.from_env()
+        configure_logging(settings.log_level)
         return _run(args, settings)
     except ConfigError as error:
         print(f"userql: configuration error: {error}", file=sys.stderr)  # noqa: T201
@@ -497,8 +740,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         app.run(host=args.host, port=args.port)
         return 0
     if args.command == "migrate":
-        command.upgrade(alembic_config(settings.database_url), "head")
-        return 0
+        return _migrate(settings)
     if args.command == "export-schema":
         export_schema(args.path, args.readme)
         print(f"wrote {args.path} and the permission matrix in {args.readme}")  # noqa: T201
@@ -511,6 +753,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "create-admin":
         return _create_admin(args, settings, session_factory)
     return _issue_token(args, settings, session_factory)
+
+
+def _migrate(settings: Settings) -> int:
+    engine = make_engine(settings.database_url, settings.database_pool)
+    try:
+        if not wait_for_database(engine, seconds=settings.database_wait_seconds):
+            return 1
+    finally:
+        engine.dispose()
+    command.upgrade(alembic_config(settings.database_url), "head")
+    logger.info("database migrated to %s", migrations_head())
+    return 0
 
 
 def _create_admin(
