@@ -6,6 +6,7 @@ INTERNAL, and only the log keeps the traceback (see `mask_unexpected`).
 """
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -15,6 +16,7 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 from strawberry.types.field import StrawberryField
 
+from schema.limits import TOO_MANY_TOKENS
 from schema.types import auth, users
 from schema.types.errors import FieldError, ValidationError
 from services import errors as service_errors
@@ -146,13 +148,25 @@ class ErrorCodes(SchemaExtension):
         yield
         # Only this phase tells graphql-core's validation errors from its variable errors.
         for error in self.execution_context.pre_execution_errors or ():
-            _with_code(error, VALIDATION_FAILED)
+            if not (error.extensions and "code" in error.extensions):
+                _with_code(error, VALIDATION_FAILED)
 
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
         if result is not None and result.errors:
             result.errors = [_coded(error) for error in result.errors]
+            if not self.execution_context.context.exposure.field_suggestions:
+                for error in result.errors:
+                    error.message = _without_suggestions(error.message)
+
+
+# "Did you mean 'name'?" and its kin rebuild a hidden schema one guess at a time.
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+
+def _without_suggestions(message: str) -> str:
+    return _SUGGESTION.sub("", message)
 
 
 def _coded(error: GraphQLError) -> GraphQLError:
@@ -160,7 +174,7 @@ def _coded(error: GraphQLError) -> GraphQLError:
     if error.extensions and "code" in error.extensions:
         return error
     if isinstance(original, ServiceError):
-        return _with_code(error, original.code)
+        return _with_code(error, original.code, **getattr(original, "extensions", {}))
     if isinstance(original, marshmallow.ValidationError):
         fields = field_errors(original, root=[])
         summary = "; ".join(f"{'.'.join(f.path)}: {f.message}" for f in fields)
@@ -174,7 +188,8 @@ def _coded(error: GraphQLError) -> GraphQLError:
         )
         return _with_code(located, BAD_USER_INPUT)
     if isinstance(error, GraphQLSyntaxError):
-        return _with_code(error, PARSE_FAILED)
+        too_long = "tokens. Parsing aborted." in error.message  # graphql-core's max_tokens
+        return _with_code(error, TOO_MANY_TOKENS if too_long else PARSE_FAILED)
     if error.path is None and (original is None or isinstance(original, GraphQLError)):
         # Outside any field and past validation: graphql-core refused a variable's value.
         return _with_code(error, BAD_USER_INPUT)

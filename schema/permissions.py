@@ -1,7 +1,8 @@
-"""Who may use what: one table, enforced per field, printed in the SDL and in the README.
+"""Who may use what, and how often: tables enforced per field, printed in the SDL and README.
 
 Every field of Query and Mutation must have a rule, or the schema does not build. Fields of
 other types are readable by whoever can reach their object, unless a rule here says more.
+Rate limits count each call of a field, so aliases and batches cannot multiply attempts.
 """
 
 import enum
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import strawberry
+from strawberry.extensions import FieldExtension
+from strawberry.extensions.field_extension import SyncExtensionResolver
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.name_converter import NameConverter
 from strawberry.schema_directive import Location
@@ -40,6 +43,13 @@ RULES: dict[str, Rule] = {
     "Mutation.createUser": Rule(Role.ADMIN),
     "Mutation.signInWithGoogle": Rule(Role.ANONYMOUS),
     "User.email": Rule(Role.ADMIN, or_self=True),
+}
+
+
+# Field → rate-limit bucket; the rates themselves are settings (RATE_LIMIT_*).
+RATE_LIMITS: dict[str, str] = {
+    "Mutation.createUser": "create_user",
+    "Mutation.signInWithGoogle": "sign_in",
 }
 
 
@@ -82,9 +92,32 @@ class RoleRule(BasePermission):
         raise Forbidden(f"{self._coordinate} needs the {self._rule.role.name} role.")
 
 
-def apply_rules(*types: type, rules: dict[str, Rule] = RULES) -> None:
-    """Attach each rule to its field. Raises LookupError for a root field without a rule
-    and for a rule that names no field."""
+class RateLimit(FieldExtension):
+    """Counts each call against the caller's address and, when signed in, their user."""
+
+    def __init__(self, bucket: str) -> None:
+        self._bucket = bucket
+
+    def resolve(
+        self,
+        next_: SyncExtensionResolver,
+        source: Any,
+        info: strawberry.Info[Context, None],
+        **kwargs: Any,
+    ) -> Any:
+        context = info.context
+        identities = [f"address:{context.client_address}"]
+        if context.principal.user_id is not None:
+            identities.append(f"user:{context.principal.user_id}")
+        context.rate_limiter.check(self._bucket, *identities)
+        return next_(source, info, **kwargs)
+
+
+def apply_rules(
+    *types: type, rules: dict[str, Rule] = RULES, rate_limits: dict[str, str] = RATE_LIMITS
+) -> None:
+    """Attach each rule and rate limit to its field. Raises LookupError for a root field
+    without a rule and for a rule that names no field."""
     names = NameConverter()
     fields = {}
     for graphql_type in types:
@@ -94,12 +127,16 @@ def apply_rules(*types: type, rules: dict[str, Rule] = RULES) -> None:
     unruled = [c for c in fields if c.split(".")[0] in ROOT_TYPES and c not in rules]
     if unruled:
         raise LookupError(f"no access rule for {', '.join(unruled)}: add one to RULES")
-    unknown = [coordinate for coordinate in rules if coordinate not in fields]
+    unknown = [coordinate for coordinate in (*rules, *rate_limits) if coordinate not in fields]
     if unknown:
         raise LookupError(f"access rules for fields that do not exist: {', '.join(unknown)}")
     for coordinate, rule in rules.items():
         permission = PermissionExtension([RoleRule(coordinate, rule)], use_directives=True)
         fields[coordinate].extensions.append(permission)
+    # Strawberry runs the last extension outermost: placed first, the rate limit runs inside
+    # the permission, so a caller without the role is refused without being counted.
+    for coordinate, bucket in rate_limits.items():
+        fields[coordinate].extensions.insert(0, RateLimit(bucket))
 
 
 def permission_matrix(rules: dict[str, Rule] = RULES) -> str:

@@ -1,13 +1,17 @@
 import strawberry
 from graphql import GraphQLError
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
+from schema.limits import QueryLimitsExtension
 from schema.mutation import Mutation
 from schema.operation_log import OperationLog
 from schema.permissions import apply_rules
 from schema.query import Query
 from schema.types.users import User
+
+BATCH_CEILING = 100
 
 
 class UserqlSchema(strawberry.Schema):
@@ -23,6 +27,9 @@ apply_rules(Query, Mutation, User)
 schema = UserqlSchema(
     query=Query,
     mutation=Mutation,
-    extensions=[ErrorCodes, OperationLog],
+    # ErrorCodes first: it wraps the others, so it sees every error they produce.
+    extensions=[ErrorCodes, QueryLimitsExtension, OperationLog],
+    # Allowed here up to this hard ceiling; each app decides (GRAPHQL_BATCH_MAX, off by default).
+    config=StrawberryConfig(batching_config={"max_operations": BATCH_CEILING}),
     exception_handlers=EXCEPTION_HANDLERS,
 )

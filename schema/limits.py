@@ -1,0 +1,309 @@
+"""What a document may ask for, decided before anything runs.
+
+Tokens are bounded by the parser. Depth, aliases and directives are counted on the parsed
+document, through every fragment spread, before validation, so an oversized document never
+reaches the validator's costlier rules. Cost needs the variables (`first: $n`), so it is
+computed right before execution. None of this touches the database.
+"""
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    BREAK,
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationRule,
+    VariableNode,
+    get_named_type,
+)
+from strawberry.extensions import SchemaExtension
+
+from services.auth import Role
+
+QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+TOO_MANY_DIRECTIVES = "TOO_MANY_DIRECTIVES"
+TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
+GRAPHQL_MAX_INT = 2**31 - 1
+# The standard introspection query (graphql-js, GraphiQL) nests `ofType` nine levels deep; it is
+# bounded by this instead of by the depth limit, which is about the data graph.
+INTROSPECTION_MAX_DEPTH = 15
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    max_depth: int = 10
+    max_aliases: int = 15
+    max_directives: int = 8
+    max_tokens: int = 2000
+    max_cost: int = 2000
+    """A page of 100 users with every field costs 1,301."""
+
+
+class IntrospectionPolicy(enum.StrEnum):
+    EVERYONE = "everyone"
+    ADMIN = "admin"
+    NOBODY = "nobody"
+
+    def allows(self, role: Role) -> bool:
+        return self is IntrospectionPolicy.EVERYONE or (
+            self is IntrospectionPolicy.ADMIN and role >= Role.ADMIN
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExposurePolicy:
+    introspection: IntrospectionPolicy = IntrospectionPolicy.EVERYONE
+    field_suggestions: bool = True
+
+
+@dataclass(slots=True)
+class _Shape:
+    """What a selection set adds up to: its deepest path and what it contains."""
+
+    depth: int = 0
+    introspection_depth: int = 0
+    aliases: int = 0
+    directives: int = 0
+
+    def add(self, other: "_Shape", *, offset: int, introspection: bool) -> None:
+        if introspection:
+            self.introspection_depth = max(self.introspection_depth, other.depth + offset)
+        else:
+            self.depth = max(self.depth, other.depth + offset)
+        self.introspection_depth = max(self.introspection_depth, other.introspection_depth + offset)
+        self.aliases += other.aliases
+        self.directives += other.directives
+
+
+class _Shapes:
+    def __init__(self, document: DocumentNode) -> None:
+        self._fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        self._known: dict[str, _Shape] = {}
+        self._visiting: set[str] = set()
+
+    def of(self, selection_set: SelectionSetNode | None) -> _Shape:
+        shape = _Shape()
+        for selection in selection_set.selections if selection_set else ():
+            shape.directives += len(selection.directives or ())
+            if isinstance(selection, FieldNode):
+                shape.aliases += selection.alias is not None
+                inner = self.of(selection.selection_set)
+                own = _Shape(depth=1)
+                own.add(inner, offset=1, introspection=False)
+                shape.add(own, offset=0, introspection=selection.name.value in INTROSPECTION_FIELDS)
+            elif isinstance(selection, InlineFragmentNode):
+                shape.add(self.of(selection.selection_set), offset=0, introspection=False)
+            elif isinstance(selection, FragmentSpreadNode):
+                shape.add(self._fragment(selection.name.value), offset=0, introspection=False)
+        return shape
+
+    def _fragment(self, name: str) -> _Shape:
+        # Counted once per spread, as executed; a cycle counts nothing (validation refuses it).
+        if name in self._known:
+            return self._known[name]
+        fragment = self._fragments.get(name)
+        if fragment is None or name in self._visiting:
+            return _Shape()
+        self._visiting.add(name)
+        shape = self.of(fragment.selection_set)
+        shape.directives += len(fragment.directives or ())
+        self._visiting.discard(name)
+        self._known[name] = shape
+        return shape
+
+
+class NoIntrospection(ValidationRule):
+    """One error for the whole document, where graphql-core's rule reports every field."""
+
+    def enter_field(self, node: FieldNode, *_: object) -> object:
+        if node.name.value not in INTROSPECTION_FIELDS:
+            return None
+        self.report_error(GraphQLError("Introspection is not allowed for this caller.", node))
+        return BREAK
+
+
+def static_limit_error(document: DocumentNode, limits: QueryLimits) -> GraphQLError | None:
+    """The first limit any operation of the document exceeds, as an error; None if none."""
+    shapes = _Shapes(document)
+    for operation in document.definitions:
+        if not isinstance(operation, OperationDefinitionNode):
+            continue
+        shape = shapes.of(operation.selection_set)
+        shape.directives += len(operation.directives or ())
+        if shape.depth > limits.max_depth:
+            return _error(
+                f"The query is {shape.depth} levels deep; the limit is {limits.max_depth}.",
+                QUERY_TOO_DEEP,
+            )
+        if shape.introspection_depth > INTROSPECTION_MAX_DEPTH:
+            return _error(
+                f"The introspection query is {shape.introspection_depth} levels deep; "
+                f"the limit is {INTROSPECTION_MAX_DEPTH}.",
+                QUERY_TOO_DEEP,
+            )
+        if shape.aliases > limits.max_aliases:
+            return _error(
+                f"The query has {shape.aliases} aliases; the limit is {limits.max_aliases}.",
+                TOO_MANY_ALIASES,
+            )
+        if shape.directives > limits.max_directives:
+            return _error(
+                f"The query has {shape.directives} directives; "
+                f"the limit is {limits.max_directives}.",
+                TOO_MANY_DIRECTIVES,
+            )
+    return None
+
+
+def query_cost(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: Mapping[str, Any] | None,
+) -> int:
+    """Fields are worth 1 each; a field with a `first` argument multiplies its subtree."""
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    operations = [
+        d
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (operation_name is None or (d.name is not None and d.name.value == operation_name))
+    ]
+    cost = 0
+    for operation in operations:
+        root = schema.get_root_type(operation.operation)
+        cost = max(
+            cost, _cost(schema, root, operation.selection_set, fragments, variables or {}, set())
+        )
+    return cost
+
+
+def _cost(
+    schema: GraphQLSchema,
+    parent: GraphQLNamedType | None,
+    selection_set: SelectionSetNode | None,
+    fragments: Mapping[str, FragmentDefinitionNode],
+    variables: Mapping[str, Any],
+    visiting: set[str],
+) -> int:
+    total = 0
+    for selection in selection_set.selections if selection_set else ():
+        if isinstance(selection, FieldNode):
+            definition = (
+                parent.fields.get(selection.name.value)
+                if isinstance(parent, GraphQLObjectType)
+                else None
+            )
+            child_type = get_named_type(definition.type) if definition else None
+            multiplier = 1
+            if definition is not None and "first" in definition.args:
+                multiplier = _first(selection, definition.args["first"].default_value, variables)
+            inner = _cost(
+                schema, child_type, selection.selection_set, fragments, variables, visiting
+            )
+            total += 1 + multiplier * inner
+        elif isinstance(selection, InlineFragmentNode):
+            condition = selection.type_condition
+            narrowed = schema.get_type(condition.name.value) if condition else parent
+            total += _cost(
+                schema, narrowed, selection.selection_set, fragments, variables, visiting
+            )
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if fragment is not None and name not in visiting:
+                narrowed = schema.get_type(fragment.type_condition.name.value)
+                total += _cost(
+                    schema,
+                    narrowed,
+                    fragment.selection_set,
+                    fragments,
+                    variables,
+                    visiting | {name},
+                )
+    return total
+
+
+def _first(field: FieldNode, default: object, variables: Mapping[str, Any]) -> int:
+    value: object = default
+    for argument in field.arguments or ():
+        if argument.name.value != "first":
+            continue
+        if isinstance(argument.value, IntValueNode):
+            value = int(argument.value.value)
+        elif isinstance(argument.value, VariableNode):
+            value = variables.get(argument.value.name.value, default)
+    # A value that is no GraphQL Int, or not a count, is refused later with BAD_USER_INPUT;
+    # here it costs 1 so that the client hears the more precise reason.
+    valid = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= GRAPHQL_MAX_INT
+    return value if valid else 1  # type: ignore[return-value]
+
+
+def _error(message: str, code: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": code})
+
+
+class QueryLimitsExtension(SchemaExtension):
+    """Applies the request's QueryLimits and ExposurePolicy (from the context)."""
+
+    def on_operation(self) -> Iterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        execution.parse_options["max_tokens"] = context.limits.max_tokens
+        if not context.exposure.introspection.allows(context.principal.role):
+            execution.validation_rules = (*execution.validation_rules, NoIntrospection)
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        execution = self.execution_context
+        if execution.graphql_document is not None:
+            error = static_limit_error(execution.graphql_document, execution.context.limits)
+            if error is not None:
+                # Set before validation runs, so validation is skipped entirely.
+                execution.pre_execution_errors = [error]
+        yield
+
+    def on_execute(self) -> Iterator[None]:
+        execution = self.execution_context
+        limits: QueryLimits = execution.context.limits
+        document = execution.graphql_document
+        # Strawberry keeps graphql-core's schema, whose types the cost walk reads, in _schema.
+        schema = execution.schema._schema
+        cost = (
+            0
+            if document is None
+            else query_cost(schema, document, execution.operation_name, execution.variables)
+        )
+        if cost > limits.max_cost:
+            # A result set here means graphql-core never executes the operation.
+            execution.result = ExecutionResult(
+                data=None,
+                errors=[
+                    _error(
+                        f"The query costs {cost}; the limit is {limits.max_cost}.",
+                        QUERY_TOO_COMPLEX,
+                    )
+                ],
+            )
+        yield
