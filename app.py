@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import redis
 import urllib3
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -30,8 +31,10 @@ from google.auth.transport.urllib3 import Request as Urllib3Request
 from sqlalchemy.orm import Session, sessionmaker
 from strawberry.flask.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from db import models
 from db.session import (
@@ -44,9 +47,10 @@ from db.session import (
 )
 from schema.context import Context
 from schema.errors import INTERNAL, INTERNAL_MESSAGE, mask_unexpected
+from schema.limits import ExposurePolicy, IntrospectionPolicy, QueryLimits
 from schema.operation_log import RequestLog
 from schema.permissions import permission_matrix
-from schema.root import schema
+from schema.root import BATCH_CEILING, schema
 from services import auth
 from services import users as user_service
 from services.errors import DatabaseUnavailable, EmailTaken, ProvisioningError, Unauthenticated
@@ -58,6 +62,7 @@ from services.google import (
 )
 from services.health import check_readiness
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
+from services.rate_limit import Rate, RateLimiter, RedisCounter
 from services.unit_of_work import UnitOfWork
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -141,6 +146,29 @@ class Settings:
     """CORS_ORIGINS: comma-separated origins allowed to call the API from a browser."""
     cors_allow_credentials: bool = False
     """CORS_ALLOW_CREDENTIALS: let those origins send cookies and HTTP auth."""
+    max_request_bytes: int = 102_400
+    """MAX_REQUEST_BYTES: larger request bodies get 413."""
+    batch_max: int = 0
+    """GRAPHQL_BATCH_MAX: operations allowed in one batched request; 0 turns batching off."""
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
+    """QUERY_MAX_DEPTH, QUERY_MAX_ALIASES, QUERY_MAX_DIRECTIVES, QUERY_MAX_TOKENS,
+    QUERY_MAX_COST."""
+    introspection: IntrospectionPolicy = IntrospectionPolicy.ADMIN
+    """GRAPHQL_INTROSPECTION: everyone, admin or nobody (development: everyone)."""
+    field_suggestions: bool = False
+    """GRAPHQL_FIELD_SUGGESTIONS: "Did you mean …" in errors (development: on)."""
+    graphiql: bool = False
+    """GRAPHIQL: serve GraphiQL on GET /graphql (development: on)."""
+    rate_limits: Mapping[str, Rate] = field(
+        default_factory=lambda: {"sign_in": Rate(10, 60), "create_user": Rate(30, 60)}
+    )
+    """RATE_LIMIT_SIGN_IN, RATE_LIMIT_CREATE_USER: 'count/seconds' per address and per user."""
+    redis_url: str | None = None
+    """REDIS_URL: where rate-limit counters are shared; unset keeps them per process."""
+    csrf_require_preflight: bool = False
+    """CSRF_REQUIRE_PREFLIGHT: GET requests must carry a header that forces a CORS preflight."""
+    trusted_proxies: int = 0
+    """TRUSTED_PROXIES: how many proxies in front set X-Forwarded-For (for client addresses)."""
 
     @classmethod
     def from_env(
@@ -152,6 +180,7 @@ class Settings:
             dotenv_values(dotenv_path or Path.cwd() / ".env"),
         )
         environment = _parse_environment(values.get("USERQL_ENV", "development"))
+        development = environment is Environment.DEVELOPMENT
         algorithm = values.get("JWT_ALGORITHM", auth.SYMMETRIC_ALGORITHM).strip().upper()
         private_key_file = values.get("JWT_PRIVATE_KEY_FILE", "").strip()
         cors_credentials = _parse_bool(
@@ -197,6 +226,46 @@ class Settings:
                 values.get("CORS_ORIGINS", ""), allow_credentials=cors_credentials
             ),
             cors_allow_credentials=cors_credentials,
+            max_request_bytes=_parse_number(
+                "MAX_REQUEST_BYTES",
+                values.get("MAX_REQUEST_BYTES", "102400"),
+                int,
+                low=1024,
+                high=100 * 1024 * 1024,
+            ),
+            batch_max=_parse_number(
+                "GRAPHQL_BATCH_MAX",
+                values.get("GRAPHQL_BATCH_MAX", "0"),
+                int,
+                low=0,
+                high=BATCH_CEILING,
+            ),
+            query_limits=_query_limits(values),
+            introspection=_parse_choice(
+                IntrospectionPolicy,
+                "GRAPHQL_INTROSPECTION",
+                values.get("GRAPHQL_INTROSPECTION", "everyone" if development else "admin"),
+            ),
+            field_suggestions=_parse_bool(
+                "GRAPHQL_FIELD_SUGGESTIONS",
+                values.get("GRAPHQL_FIELD_SUGGESTIONS", str(development)),
+            ),
+            graphiql=_parse_bool("GRAPHIQL", values.get("GRAPHIQL", str(development))),
+            rate_limits={
+                "sign_in": _parse_rate(
+                    "RATE_LIMIT_SIGN_IN", values.get("RATE_LIMIT_SIGN_IN", "10/60")
+                ),
+                "create_user": _parse_rate(
+                    "RATE_LIMIT_CREATE_USER", values.get("RATE_LIMIT_CREATE_USER", "30/60")
+                ),
+            },
+            redis_url=values.get("REDIS_URL") or None,
+            csrf_require_preflight=_parse_bool(
+                "CSRF_REQUIRE_PREFLIGHT", values.get("CSRF_REQUIRE_PREFLIGHT", "false")
+            ),
+            trusted_proxies=_parse_number(
+                "TRUSTED_PROXIES", values.get("TRUSTED_PROXIES", "0"), int, low=0, high=10
+            ),
         )
 
 
@@ -216,6 +285,35 @@ def _pool_options(values: _Layered) -> PoolOptions:
         connect_timeout_seconds=seconds("DB_CONNECT_TIMEOUT_SECONDS", "3", 60),
         read_timeout_seconds=seconds("DB_READ_TIMEOUT_SECONDS", "30", 3600),
     )
+
+
+def _query_limits(values: _Layered) -> QueryLimits:
+    def limit(name: str, default: int) -> int:
+        return _parse_number(name, values.get(name, str(default)), int, low=1, high=1_000_000)
+
+    defaults = QueryLimits()
+    return QueryLimits(
+        max_depth=limit("QUERY_MAX_DEPTH", defaults.max_depth),
+        max_aliases=limit("QUERY_MAX_ALIASES", defaults.max_aliases),
+        max_directives=limit("QUERY_MAX_DIRECTIVES", defaults.max_directives),
+        max_tokens=limit("QUERY_MAX_TOKENS", defaults.max_tokens),
+        max_cost=limit("QUERY_MAX_COST", defaults.max_cost),
+    )
+
+
+def _parse_choice(kind: type[IntrospectionPolicy], name: str, raw: str) -> IntrospectionPolicy:
+    try:
+        return kind(raw.strip().lower())
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ConfigError(f"{name} must be one of {allowed}, not {raw!r}") from None
+
+
+def _parse_rate(name: str, raw: str) -> Rate:
+    try:
+        return Rate.parse(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must look like 10/60 (count/seconds), not {raw!r}") from None
 
 
 def _cors_origins(raw: str, *, allow_credentials: bool) -> tuple[str, ...]:
@@ -317,6 +415,7 @@ class JsonLogFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         if (request_id := _request_id.get()) is not None:
@@ -376,6 +475,36 @@ class Services:
     tokens: auth.TokenService
     google: IdTokenVerifier
     google_signup_enabled: bool
+    limits: QueryLimits
+    exposure: ExposurePolicy
+    rate_limiter: RateLimiter
+    batch_max: int
+    csrf_require_preflight: bool
+
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+# Headers a browser never sends on a simple cross-site request: their presence proves a
+# CORS preflight happened (Apollo's csrfPrevention and the GraphQL-over-HTTP spec).
+PREFLIGHT_HEADERS = (
+    "GraphQL-Require-Preflight",
+    "Apollo-Require-Preflight",
+    "X-Apollo-Operation-Name",
+)
+
+
+def _wants_graphql_response() -> bool:
+    """Whether the client asked for the GraphQL-over-HTTP media type by name; a missing
+    Accept or */* keeps the older application/json behaviour."""
+    accept = request.accept_mimetypes
+    if not any(mime == GRAPHQL_RESPONSE and quality > 0 for mime, quality in accept):
+        return False
+    return accept.best_match([GRAPHQL_RESPONSE, "application/json"]) == GRAPHQL_RESPONSE
+
+
+def _is_request_error(response: GraphQLHTTPResponse) -> bool:
+    """Parse, validation, variable and limit failures: nothing was executed."""
+    errors = cast(list[Mapping[str, object]], response.get("errors") or [])
+    return response.get("data") is None and bool(errors) and all("path" not in e for e in errors)
 
 
 class UserqlGraphQLView(GraphQLView[Context, None]):
@@ -399,13 +528,36 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             google=services.google,
             google_signup_enabled=services.google_signup_enabled,
             log=log,
+            limits=services.limits,
+            exposure=services.exposure,
+            rate_limiter=services.rate_limiter,
+            client_address=request.remote_addr or "unknown",
         )
 
     def parse_http_body(self, request: SyncHTTPRequestAdapter) -> Any:
+        if request.method == "POST":
+            _require_json_content_type(request.content_type)
+        elif self._services.csrf_require_preflight and not any(
+            request.headers.get(name) for name in PREFLIGHT_HEADERS
+        ):
+            raise GraphQLHTTPException(
+                400,
+                "GET requests must carry a GraphQL-Require-Preflight header "
+                "(this server refuses possible cross-site request forgery).",
+            )
         try:
             return super().parse_http_body(request)
         except UnicodeDecodeError as error:
             raise GraphQLHTTPException(400, "The request body is not valid UTF-8.") from error
+
+    def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        try:
+            return super().execute_single(*args, **kwargs)
+        except GraphQLHTTPException as error:
+            if isinstance(error.__cause__, InvalidOperationTypeError):
+                # GraphQL-over-HTTP: a mutation over GET is a wrong method, not a bad request.
+                raise GraphQLHTTPException(405, "Mutations must be sent with POST.") from error
+            raise
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
@@ -415,7 +567,27 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             raise GraphQLHTTPException(400, "The request body is not valid JSON.") from error
         if not isinstance(value, dict | list):
             raise GraphQLHTTPException(400, "The request body must be a JSON object.")
+        if isinstance(value, list):
+            if self._services.batch_max == 0:
+                raise GraphQLHTTPException(400, "Batching is not enabled.")
+            if len(value) > self._services.batch_max:
+                raise GraphQLHTTPException(
+                    400, f"A batch may hold at most {self._services.batch_max} operations."
+                )
         return value
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        if _wants_graphql_response():
+            sub_response.content_type = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+            if isinstance(response_data, dict) and _is_request_error(response_data):
+                # GraphQL-over-HTTP: nothing ran, so 400 and no `data` entry at all.
+                sub_response.status_code = 400
+                response_data = {k: v for k, v in response_data.items() if k != "data"}  # type: ignore[assignment]
+        return super().create_response(response_data, sub_response)
 
     def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:
@@ -430,7 +602,10 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             return self.run(request=request)
         except GraphQLHTTPException as error:
             code = _CODE_BY_STATUS.get(error.status_code, "BAD_REQUEST")
-            return _json_error(error.reason, code, error.status_code)
+            response = _json_error(error.reason, code, error.status_code)
+            if error.status_code == 405:
+                response.headers["Allow"] = "POST"
+            return response
         except Unauthenticated as error:
             # RFC 6750: the client must get (or refresh) a token before trying again.
             response = _json_error(str(error), error.code, 401)
@@ -441,6 +616,16 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             response = _json_error(str(error), error.code, 503)
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
             return response
+
+
+def _require_json_content_type(content_type: str | None) -> None:
+    media_type, _, parameters = (content_type or "").partition(";")
+    charset = parameters.strip().lower().removeprefix("charset=").strip('"')
+    if media_type.strip().lower() != "application/json" or charset not in ("", "utf-8"):
+        # Also what keeps HTML forms (urlencoded, multipart, text/plain) from posting here.
+        raise GraphQLHTTPException(
+            415, "Send POST requests as application/json (UTF-8), the GraphQL-over-HTTP format."
+        )
 
 
 def _json_error(message: str, code: str, status: int) -> Response:
@@ -486,6 +671,17 @@ def build_google_verifier(settings: Settings) -> GoogleIdTokenVerifier:
     )
 
 
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    shared = None
+    if settings.redis_url:
+        # Short timeouts: a slow Redis must cost a request little before we fall back.
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+        shared = RedisCounter(client)
+    return RateLimiter(dict(settings.rate_limits), shared=shared)
+
+
 def build_services(settings: Settings, session_factory: sessionmaker[Session]) -> Services:
     return Services(
         session_factory=session_factory,
@@ -493,6 +689,13 @@ def build_services(settings: Settings, session_factory: sessionmaker[Session]) -
         tokens=build_token_service(settings),
         google=build_google_verifier(settings),
         google_signup_enabled=settings.google_signup_enabled,
+        limits=settings.query_limits,
+        exposure=ExposurePolicy(
+            introspection=settings.introspection, field_suggestions=settings.field_suggestions
+        ),
+        rate_limiter=build_rate_limiter(settings),
+        batch_max=settings.batch_max,
+        csrf_require_preflight=settings.csrf_require_preflight,
     )
 
 
@@ -510,6 +713,11 @@ def create_app(
         session_factory = make_session_factory(engine)
     services = build_services(settings, session_factory)
     app = Flask(__name__)
+    # Werkzeug answers 413 (as JSON, below) before a larger body is read.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    if settings.trusted_proxies:
+        proxies = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     _register_request_log(app)
     _register_graphql(app, settings, services)
     _register_health(app, session_factory, expected_revision=migrations_head())
@@ -604,11 +812,10 @@ def _register_cors(app: Flask, settings: Settings) -> None:
 
 
 def _register_graphql(app: Flask, settings: Settings, services: Services) -> None:
-    development = settings.environment is Environment.DEVELOPMENT
     view = UserqlGraphQLView.as_view(
         "graphql",
         schema=schema,
-        graphql_ide="graphiql" if development else None,
+        graphql_ide="graphiql" if settings.graphiql else None,
         services=services,
     )
     app.add_url_rule("/graphql", view_func=view, methods=["GET", "POST"])
