@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient
@@ -24,17 +25,32 @@ from tests.graphql import authorized
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 MYSQL_URL_VARIABLE = "USERQL_TEST_MYSQL_URL"
+REDIS_URL_VARIABLE = "USERQL_TEST_REDIS_URL"
+# Marker → the variable that must be set for its tests to run.
+SERVICE_MARKERS = {"mysql": MYSQL_URL_VARIABLE, "redis": REDIS_URL_VARIABLE}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that only make sense on a networked database run only when one is given; the
-    summary counts them as deselected."""
-    if os.environ.get(MYSQL_URL_VARIABLE):
-        return
-    mysql_only = [item for item in items if item.get_closest_marker("mysql")]
-    if mysql_only:
-        config.hook.pytest_deselected(items=mysql_only)
-        items[:] = [item for item in items if not item.get_closest_marker("mysql")]
+    """Tests that need MySQL or Redis run only when its URL is given; the summary counts the
+    others as deselected. `.ci/run` gives both."""
+    missing = [
+        marker for marker, variable in SERVICE_MARKERS.items() if not os.environ.get(variable)
+    ]
+    unrunnable = [item for item in items if any(item.get_closest_marker(m) for m in missing)]
+    if unrunnable:
+        config.hook.pytest_deselected(items=unrunnable)
+        items[:] = [item for item in items if item not in unrunnable]
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty Redis database for the test."""
+    url = os.environ[REDIS_URL_VARIABLE]
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Environment, Settings, create_app
+from app import Settings, create_app
 from services import auth
 from services import users as user_service
 from services.auth import Principal, Role, TokenService
@@ -100,8 +100,12 @@ def test_queries_work_over_get(client: FlaskClient) -> None:
 def test_mutations_are_refused_over_get(client: FlaskClient) -> None:
     mutation = 'mutation { createUser(input: {name: "x", email: "x@example.com"}) { __typename } }'
     response = client.get("/graphql", query_string={"query": mutation})
-    assert response.status_code == 400
-    assert response.get_json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.get_json()["errors"][0] == {
+        "message": "Mutations must be sent with POST.",
+        "extensions": {"code": "METHOD_NOT_ALLOWED"},
+    }
 
 
 def test_other_paths_and_methods_answer_json(client: FlaskClient) -> None:
@@ -114,18 +118,17 @@ def test_other_paths_and_methods_answer_json(client: FlaskClient) -> None:
     assert wrong_method.get_json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
 
 
-def test_graphiql_only_in_development(
+def test_graphiql_only_when_enabled(
     settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    def graphiql(environment: Environment) -> tuple[int, str]:
-        configured = replace(settings, environment=environment)
+    def graphiql(enabled: bool) -> tuple[int, str]:
+        configured = replace(settings, graphiql=enabled)
         client = create_app(configured, session_factory=session_factory).test_client()
         response = client.get("/graphql", headers={"Accept": "text/html"})
         return response.status_code, response.content_type
 
-    assert graphiql(Environment.DEVELOPMENT) == (200, "text/html; charset=utf-8")
-    assert graphiql(Environment.PRODUCTION) == (404, "application/json")
-    assert graphiql(Environment.TEST) == (404, "application/json")
+    assert graphiql(True) == (200, "text/html; charset=utf-8")
+    assert graphiql(False) == (404, "application/json")
 
 
 def test_an_unexpected_exception_is_masked_and_logged(

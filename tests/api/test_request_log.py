@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 from typing import Any
 
 import pytest
@@ -44,6 +45,7 @@ def test_a_request_id_goes_in_and_out(
         "time": line["time"],
         "level": "INFO",
         "logger": "userql.request",
+        "pid": os.getpid(),
         "message": "POST /graphql 200",
         "request_id": "abc",
         "method": "POST",

@@ -5,8 +5,10 @@ import pytest
 import app
 from app import ConfigError, Environment, Settings, build_provisioner
 from db.session import default_database_url
+from schema.limits import IntrospectionPolicy, QueryLimits
 from services.google import GOOGLE_CERTS_URL
 from services.provisioning import NoopProvisioner, WebhookProvisioner
+from services.rate_limit import Rate
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +38,57 @@ def test_defaults(tmp_path: Path, dev_secret_file: Path) -> None:
         google_hosted_domain=None,
         google_signup_enabled=True,
         google_certs_url=GOOGLE_CERTS_URL,
+        introspection=IntrospectionPolicy.EVERYONE,
+        field_suggestions=True,
+        graphiql=True,
     )
     assert settings.database_url.endswith("/instance/userql.sqlite3")
     assert isinstance(build_provisioner(settings), NoopProvisioner)
+
+
+def test_production_hides_the_schema_by_default(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"USERQL_ENV": "production", "JWT_SECRET": "x" * 32}, dotenv_path=tmp_path / "x"
+    )
+    assert settings.introspection is IntrospectionPolicy.ADMIN
+    assert (settings.field_suggestions, settings.graphiql) == (False, False)
+    assert (settings.max_request_bytes, settings.batch_max) == (102_400, 0)
+    assert settings.query_limits == QueryLimits()
+    assert settings.rate_limits == {"sign_in": Rate(10, 60), "create_user": Rate(30, 60)}
+    assert (settings.redis_url, settings.csrf_require_preflight) == (None, False)
+
+
+def test_hardening_settings_are_read(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "JWT_SECRET": "x" * 32,
+            "MAX_REQUEST_BYTES": "2048",
+            "GRAPHQL_BATCH_MAX": "5",
+            "QUERY_MAX_DEPTH": "4",
+            "QUERY_MAX_ALIASES": "3",
+            "QUERY_MAX_DIRECTIVES": "2",
+            "QUERY_MAX_TOKENS": "100",
+            "QUERY_MAX_COST": "50",
+            "GRAPHQL_INTROSPECTION": "NOBODY",
+            "GRAPHQL_FIELD_SUGGESTIONS": "false",
+            "GRAPHIQL": "off",
+            "RATE_LIMIT_SIGN_IN": "3/10",
+            "RATE_LIMIT_CREATE_USER": "7/3600",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "CSRF_REQUIRE_PREFLIGHT": "yes",
+            "TRUSTED_PROXIES": "1",
+        },
+        dotenv_path=tmp_path / "x",
+    )
+    assert (settings.max_request_bytes, settings.batch_max) == (2048, 5)
+    assert settings.query_limits == QueryLimits(
+        max_depth=4, max_aliases=3, max_directives=2, max_tokens=100, max_cost=50
+    )
+    assert settings.introspection is IntrospectionPolicy.NOBODY
+    assert (settings.field_suggestions, settings.graphiql) == (False, False)
+    assert settings.rate_limits == {"sign_in": Rate(3, 10), "create_user": Rate(7, 3600)}
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert (settings.csrf_require_preflight, settings.trusted_proxies) == (True, 1)
 
 
 def test_development_keeps_one_random_secret(tmp_path: Path, dev_secret_file: Path) -> None:
@@ -127,6 +177,10 @@ def test_the_dotenv_file_in_the_working_directory_is_read(
         ("JWT_LEEWAY_SECONDS", "3600", "JWT_LEEWAY_SECONDS must be from 0 to 300"),
         ("GOOGLE_SIGNUP_ENABLED", "maybe", "GOOGLE_SIGNUP_ENABLED must be true or false"),
         ("JWT_PRIVATE_KEY_FILE", "/nonexistent/key.pem", "cannot read key file"),
+        ("GRAPHQL_INTROSPECTION", "sometimes", "GRAPHQL_INTROSPECTION must be one of everyone"),
+        ("RATE_LIMIT_SIGN_IN", "ten per minute", "RATE_LIMIT_SIGN_IN must look like 10/60"),
+        ("RATE_LIMIT_CREATE_USER", "0/60", "RATE_LIMIT_CREATE_USER must look like"),
+        ("GRAPHQL_BATCH_MAX", "1000", "GRAPHQL_BATCH_MAX must be from 0 to 100"),
     ],
 )
 def test_bad_values_are_refused_at_startup(

@@ -1,0 +1,87 @@
+"""Running userql the way production does: the Dockerfile's CMD under gunicorn."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def dockerfile_cmd() -> list[str]:
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    [line] = [line for line in lines if line.startswith("CMD ")]
+    command: list[str] = json.loads(line.removeprefix("CMD "))
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def userql(env: Mapping[str, str], cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "userql"), *args], env=dict(env), cwd=cwd, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def start_gunicorn(env: Mapping[str, str], output: IO[bytes]) -> "subprocess.Popen[bytes]":
+    command = dockerfile_cmd()
+    return subprocess.Popen(
+        [str(BIN / command[0]), *command[1:]],
+        env={"PATH": f"{BIN}:/usr/bin:/bin", **env},
+        cwd=ROOT,  # where gunicorn finds gunicorn.conf.py, as in the image's WORKDIR
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def call(
+    url: str,
+    body: Mapping[str, Any] | None = None,
+    *,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request on a new connection; the status and the JSON body, whatever the status."""
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=all_headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def wait_until_ready(base: str, process: "subprocess.Popen[bytes]", log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if call(f"{base}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("gunicorn never became ready:\n" + log.read_text())
+
+
+def stop(process: "subprocess.Popen[bytes]") -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
