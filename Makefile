@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install migrate seed check lint typecheck importlint deploylint pytest schema clean
+.PHONY: run test install migrate seed check lint typecheck importlint deploylint pytest schema bench-hostile clean
 
 # Ends with a day-long admin token for the seeded ADMIN, ready to paste into GraphiQL.
 run: install
@@ -17,13 +17,20 @@ run: install
 
 test: install check pytest
 
-install: $(STAMP)
+AUDIT := tests/audit
+
+install: $(STAMP) $(AUDIT)/node_modules/.installed
 
 # Reinstalls when the dependency list or the pinned versions change.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+# The graphql-http audit suite, for the tests (npm, pinned by package-lock.json).
+$(AUDIT)/node_modules/.installed: $(AUDIT)/package.json $(AUDIT)/package-lock.json
+	npm ci --prefix $(AUDIT) --no-audit --no-fund --loglevel=error
 	touch $@
 
 migrate: install
@@ -55,8 +62,11 @@ deploylint: install
 pytest: install
 	$(BIN)/pytest --cov --cov-report=term
 
+bench-hostile: install
+	$(BIN)/python bench/hostile_documents.py
+
 schema: install
 	$(BIN)/userql export-schema
 
 clean:
-	rm -rf $(VENV) build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AUDIT)/node_modules build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache
