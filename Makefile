@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install migrate seed check lint typecheck importlint deploylint pytest schema bench-hostile clean
+.PHONY: run test install migrate seed check lint typecheck importlint deploylint pytest schema graphiql-assets bench-hostile clean
 
 # Ends with a day-long admin token for the seeded ADMIN, ready to paste into GraphiQL.
 run: install
@@ -17,9 +17,9 @@ run: install
 
 test: install check pytest
 
-AUDIT := tests/audit
+NODE_TOOLS := tests/node
 
-install: $(STAMP) $(AUDIT)/node_modules/.installed
+install: $(STAMP) $(NODE_TOOLS)/node_modules/.installed
 
 # Reinstalls when the dependency list or the pinned versions change.
 $(STAMP): pyproject.toml constraints.txt
@@ -28,9 +28,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-# The graphql-http audit suite, for the tests (npm, pinned by package-lock.json).
-$(AUDIT)/node_modules/.installed: $(AUDIT)/package.json $(AUDIT)/package-lock.json
-	npm ci --prefix $(AUDIT) --no-audit --no-fund --loglevel=error
+# Node tools for the tests: the graphql-http audit, playwright-core (npm, pinned by its lock).
+$(NODE_TOOLS)/node_modules/.installed: $(NODE_TOOLS)/package.json $(NODE_TOOLS)/package-lock.json
+	npm ci --prefix $(NODE_TOOLS) --no-audit --no-fund --loglevel=error
 	touch $@
 
 migrate: install
@@ -62,6 +62,13 @@ deploylint: install
 pytest: install
 	$(BIN)/pytest --cov --cov-report=term
 
+# Refreshes schema/graphiql/vendor/ from the versions pinned in schema/graphiql/package.json.
+graphiql-assets:
+	rm -rf build/graphiql && mkdir -p build/graphiql
+	cp schema/graphiql/package.json schema/graphiql/package-lock.json build/graphiql/
+	npm ci --prefix build/graphiql --no-audit --no-fund --loglevel=error
+	node schema/graphiql/vendor.mjs build/graphiql/node_modules schema/graphiql/vendor
+
 bench-hostile: install
 	$(BIN)/python bench/hostile_documents.py
 
@@ -69,4 +76,4 @@ schema: install
 	$(BIN)/userql export-schema
 
 clean:
-	rm -rf $(VENV) $(AUDIT)/node_modules build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NODE_TOOLS)/node_modules build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache

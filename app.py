@@ -2,9 +2,12 @@
 
 import argparse
 import enum
+import functools
+import hashlib
 import json
 import logging
 import os
+import posixpath
 import re
 import secrets
 import sys
@@ -13,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -24,16 +28,17 @@ from alembic.script import ScriptDirectory
 from cross_web import HTTPException as GraphQLHTTPException
 from cross_web import SyncHTTPRequestAdapter
 from dotenv import dotenv_values
-from flask import Flask, Request, Response, g, request
+from flask import Flask, Request, Response, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_cors import CORS
 from google.auth.transport.urllib3 import Request as Urllib3Request
+from graphql import build_schema, find_breaking_changes, find_dangerous_changes
 from sqlalchemy.orm import Session, sessionmaker
 from strawberry.flask.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from db import models
@@ -50,7 +55,7 @@ from schema.errors import INTERNAL, INTERNAL_MESSAGE, mask_unexpected
 from schema.limits import ExposurePolicy, IntrospectionPolicy, QueryLimits
 from schema.operation_log import RequestLog
 from schema.permissions import permission_matrix
-from schema.root import BATCH_CEILING, schema
+from schema.root import BATCH_CEILING, schema, schema_for
 from services import auth
 from services import users as user_service
 from services.errors import DatabaseUnavailable, EmailTaken, ProvisioningError, Unauthenticated
@@ -480,6 +485,8 @@ class Services:
     rate_limiter: RateLimiter
     batch_max: int
     csrf_require_preflight: bool
+    development_tokens: bool
+    """GraphiQL's role switcher may mint short-lived tokens (development only)."""
 
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -533,6 +540,9 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             rate_limiter=services.rate_limiter,
             client_address=request.remote_addr or "unknown",
         )
+
+    def render_graphql_ide(self, request: Request) -> Response:
+        return _graphiql_page(with_role_switcher=self._services.development_tokens)
 
     def parse_http_body(self, request: SyncHTTPRequestAdapter) -> Any:
         if request.method == "POST":
@@ -696,6 +706,7 @@ def build_services(settings: Settings, session_factory: sessionmaker[Session]) -
         rate_limiter=build_rate_limiter(settings),
         batch_max=settings.batch_max,
         csrf_require_preflight=settings.csrf_require_preflight,
+        development_tokens=settings.graphiql and settings.environment is Environment.DEVELOPMENT,
     )
 
 
@@ -720,11 +731,92 @@ def create_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     _register_request_log(app)
     _register_graphql(app, settings, services)
+    if settings.graphiql:
+        _register_graphiql_assets(app)
+    if services.development_tokens:
+        _register_development_tokens(app, services)
     _register_health(app, session_factory, expected_revision=migrations_head())
     _register_jwks(app, services.tokens)
     _register_cors(app, settings)
     _register_error_handlers(app)
     return app
+
+
+GRAPHIQL_DIR = Path(str(files("schema") / "graphiql"))
+GRAPHIQL_ASSETS = "/graphiql"
+# Only these files are served; the folder also holds the build's package.json and script.
+_GRAPHIQL_OWN_FILES = ("userql-graphiql.js", "userql-graphiql.css")
+# Nothing from another origin, no inline script, no eval: what the page needs and no more.
+GRAPHIQL_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+DEVELOPMENT_TOKEN_TTL_SECONDS = 900
+
+
+def _content_version(name: str) -> str:
+    return hashlib.sha256((GRAPHIQL_DIR / name).read_bytes()).hexdigest()[:12]
+
+
+@functools.cache
+def _graphiql_html() -> str:
+    html = (GRAPHIQL_DIR / "index.html").read_text(encoding="utf-8")
+    # Our own files change with userql: a content hash in the URL lets them be cached forever too.
+    for name in _GRAPHIQL_OWN_FILES:
+        html = html.replace(f"%ASSETS%/{name}", f"%ASSETS%/{name}?v={_content_version(name)}")
+    return html.replace("%ASSETS%", GRAPHIQL_ASSETS)
+
+
+def _graphiql_page(*, with_role_switcher: bool) -> Response:
+    html = _graphiql_html().replace("%ENDPOINT%", "/graphql")
+    html = html.replace("%TOKEN_URL%", f"{GRAPHIQL_ASSETS}/token" if with_role_switcher else "")
+    response = Response(html, content_type="text/html; charset=utf-8")
+    response.headers["Content-Security-Policy"] = GRAPHIQL_CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def _register_graphiql_assets(app: Flask) -> None:
+    @app.get(f"{GRAPHIQL_ASSETS}/<path:filename>")
+    def graphiql_asset(filename: str) -> Response:
+        # Normalized first: "vendor/../package.json" must not pass for a vendored file.
+        normalized = posixpath.normpath(filename)
+        if not (normalized.startswith("vendor/") or normalized in _GRAPHIQL_OWN_FILES):
+            raise NotFound()
+        # Vendored paths carry their version and ours a content hash: they never change.
+        response = send_from_directory(GRAPHIQL_DIR, filename, max_age=31_536_000)
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def _register_development_tokens(app: Flask, services: Services) -> None:
+    """GraphiQL's role switcher: a fresh, short-lived token for a USER or an ADMIN."""
+
+    @app.post(f"{GRAPHIQL_ASSETS}/token")
+    def development_token() -> Response:
+        payload = request.get_json(silent=True) if request.is_json else None
+        role_name = payload.get("role") if isinstance(payload, dict) else None
+        if role_name not in ("USER", "ADMIN"):
+            return _json_error(
+                'Send {"role": "USER"} or {"role": "ADMIN"} as JSON.', "BAD_REQUEST", 400
+            )
+        role = models.Role(role_name)
+        user = user_service.development_user(
+            UnitOfWork(services.session_factory), services.provisioner, role=role
+        )
+        issued = services.tokens.issue(
+            user_id=user.id, role=auth.Role.of(role), ttl_seconds=DEVELOPMENT_TOKEN_TTL_SECONDS
+        )
+        body = {
+            "token": issued.token,
+            "expiresAt": issued.expires_at.isoformat(),
+            "email": user.email,
+        }
+        return Response(json.dumps(body), content_type="application/json")
 
 
 def _register_request_log(app: Flask) -> None:
@@ -897,17 +989,68 @@ def seed(session_factory: sessionmaker[Session], provisioner: Provisioner) -> li
 
 MATRIX_START = "<!-- permission-matrix:start (generated by `make schema`) -->\n"
 MATRIX_END = "<!-- permission-matrix:end -->"
+ROLE_SCHEMAS_START = "<!-- role-schemas:start (generated by `make schema`) -->\n"
+ROLE_SCHEMAS_END = "<!-- role-schemas:end -->"
+
+
+def role_schemas_markdown() -> str:
+    blocks = []
+    for role in auth.Role:
+        sdl = schema_for(role).strip()
+        blocks.append(
+            f"<details><summary>{role.name}</summary>\n\n```graphql\n{sdl}\n```\n\n</details>\n"
+        )
+    return "\n".join(blocks)
+
+
+def _replace_between(text: str, start: str, end: str, content: str, *, where: Path) -> str:
+    head, found, rest = text.partition(start)
+    _, found_end, tail = rest.partition(end)
+    if not (found and found_end):
+        raise ConfigError(f"{where} has no {start.strip()} ... {end} markers")
+    return head + start + content + end + tail
 
 
 def export_schema(schema_path: Path, readme_path: Path) -> None:
-    """Writes the SDL, and the permission matrix into its place in the README."""
+    """Writes the SDL, and the permission matrix and per-role schemas into the README."""
     schema_path.write_text(schema.as_str() + "\n", encoding="utf-8")
     readme = readme_path.read_text(encoding="utf-8")
-    head, found, rest = readme.partition(MATRIX_START)
-    _, found_end, tail = rest.partition(MATRIX_END)
-    if not (found and found_end):
-        raise ConfigError(f"{readme_path} has no permission matrix markers")
-    readme_path.write_text(head + MATRIX_START + permission_matrix() + MATRIX_END + tail)
+    readme = _replace_between(
+        readme, MATRIX_START, MATRIX_END, permission_matrix(), where=readme_path
+    )
+    readme = _replace_between(
+        readme, ROLE_SCHEMAS_START, ROLE_SCHEMAS_END, role_schemas_markdown(), where=readme_path
+    )
+    readme_path.write_text(readme)
+
+
+def check_schema(against: Path, acknowledged: Path) -> int:
+    """Compares the running schema with a committed SDL; 1 on unacknowledged breaking changes."""
+    old = build_schema(against.read_text(encoding="utf-8"))
+    new = schema._schema  # graphql-core's schema, as the comparison functions want it
+    accepted = set()
+    if acknowledged.exists():
+        lines = acknowledged.read_text(encoding="utf-8").splitlines()
+        accepted = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    unacknowledged = 0
+    for change in find_breaking_changes(old, new):
+        line = f"{change.type.name}: {change.description}"
+        if line in accepted:
+            print(f"breaking (acknowledged): {line}")  # noqa: T201
+        else:
+            unacknowledged += 1
+            print(f"BREAKING: {line}")  # noqa: T201
+    for danger in find_dangerous_changes(old, new):
+        print(f"dangerous: {danger.type.name}: {danger.description}")  # noqa: T201
+    if unacknowledged:
+        print(  # noqa: T201
+            f"{unacknowledged} breaking change(s) against {against}. If intended, add the lines "
+            f"after 'BREAKING: ' to {acknowledged.name}, then run `make schema`.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"no breaking changes against {against}")  # noqa: T201
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -923,6 +1066,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     export.add_argument("--path", type=Path, default=PROJECT_ROOT / "schema.graphql")
     export.add_argument("--readme", type=Path, default=PROJECT_ROOT / "README.md")
+    schema_commands = commands.add_parser("schema", help="schema tools").add_subparsers(
+        dest="schema_command", required=True
+    )
+    check = schema_commands.add_parser(
+        "check", help="breaking and dangerous changes against the committed schema.graphql"
+    )
+    check.add_argument("--against", type=Path, default=PROJECT_ROOT / "schema.graphql")
+    check.add_argument(
+        "--acknowledged", type=Path, default=PROJECT_ROOT / "schema-breaking-changes.txt"
+    )
     admin = commands.add_parser("create-admin", help="create or promote an admin (idempotent)")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", required=True)
@@ -948,9 +1101,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "schema":
+        return check_schema(args.against, args.acknowledged)
     if args.command == "export-schema":
         export_schema(args.path, args.readme)
-        print(f"wrote {args.path} and the permission matrix in {args.readme}")  # noqa: T201
+        print(f"wrote {args.path}, and the permission matrix and role schemas in {args.readme}")  # noqa: T201
         return 0
     session_factory = make_session_factory(make_engine(settings.database_url))
     if args.command == "seed":

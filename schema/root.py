@@ -1,5 +1,5 @@
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLObjectType, GraphQLSchema, print_schema
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -7,9 +7,10 @@ from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
 from schema.limits import QueryLimitsExtension
 from schema.mutation import Mutation
 from schema.operation_log import OperationLog
-from schema.permissions import apply_rules
+from schema.permissions import RULES, apply_rules
 from schema.query import Query
 from schema.types.users import User
+from services.auth import Role
 
 BATCH_CEILING = 100
 
@@ -33,3 +34,24 @@ schema = UserqlSchema(
     config=StrawberryConfig(batching_config={"max_operations": BATCH_CEILING}),
     exception_handlers=EXCEPTION_HANDLERS,
 )
+
+
+def schema_for(role: Role) -> str:
+    """The SDL of what `role` can use: the Query and Mutation fields its rules admit, and the
+    types those reach."""
+    core = schema._schema
+
+    def admitted(root: GraphQLObjectType | None) -> GraphQLObjectType | None:
+        if root is None:
+            return None
+        fields = {
+            name: field
+            for name, field in root.fields.items()
+            if RULES[f"{root.name}.{name}"].allows(role)
+        }
+        return (
+            GraphQLObjectType(root.name, fields, description=root.description) if fields else None
+        )
+
+    visible = GraphQLSchema(query=admitted(core.query_type), mutation=admitted(core.mutation_type))
+    return print_schema(visible)

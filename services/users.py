@@ -79,6 +79,22 @@ def ensure_admin(
     return create_user(uow, provisioner, name=name, email=email, role=models.Role.ADMIN), True
 
 
+def development_user(
+    uow: UnitOfWork, provisioner: Provisioner, *, role: models.Role
+) -> models.User:
+    """A user who has exactly this role, for development tools: the first there is, or a new
+    one. Raises ProvisioningError."""
+    with uow:
+        existing = uow.session.scalar(
+            select(models.User).where(models.User.role == role).order_by(models.User.id).limit(1)
+        )
+    if existing is not None:
+        return existing
+    name = f"GraphiQL {role.value.title()}"
+    email = f"graphiql-{role.value.lower()}@userql.test"
+    return create_user(uow, provisioner, name=name, email=email, role=role)
+
+
 def get_user(uow: UnitOfWork, *, user_id: int) -> models.User | None:
     """The user with this id, or None."""
     with uow:

@@ -26,8 +26,13 @@ TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 MYSQL_URL_VARIABLE = "USERQL_TEST_MYSQL_URL"
 REDIS_URL_VARIABLE = "USERQL_TEST_REDIS_URL"
+CHROMIUM_VARIABLE = "USERQL_TEST_CHROMIUM"
 # Marker → the variable that must be set for its tests to run.
-SERVICE_MARKERS = {"mysql": MYSQL_URL_VARIABLE, "redis": REDIS_URL_VARIABLE}
+SERVICE_MARKERS = {
+    "mysql": MYSQL_URL_VARIABLE,
+    "redis": REDIS_URL_VARIABLE,
+    "browser": CHROMIUM_VARIABLE,
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -12,7 +12,16 @@ import jwt
 import pytest
 from flask import Flask
 
-from app import MATRIX_END, MATRIX_START, Settings, build_token_service, main
+from app import (
+    MATRIX_END,
+    MATRIX_START,
+    ROLE_SCHEMAS_END,
+    ROLE_SCHEMAS_START,
+    Settings,
+    build_token_service,
+    main,
+    role_schemas_markdown,
+)
 from schema.permissions import permission_matrix
 from schema.root import schema
 from services.auth import Role
@@ -50,11 +59,15 @@ def test_export_schema_writes_the_sdl_and_the_matrix(
 ) -> None:
     target = tmp_path / "out.graphql"
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n{MATRIX_START}stale\n{MATRIX_END}\nafter\n")
+    readme.write_text(
+        f"# Title\n{MATRIX_START}stale\n{MATRIX_END}\nmiddle\n"
+        f"{ROLE_SCHEMAS_START}stale\n{ROLE_SCHEMAS_END}\nafter\n"
+    )
     assert main(["export-schema", "--path", str(target), "--readme", str(readme)]) == 0
     assert target.read_text() == schema.as_str() + "\n"
-    assert (
-        readme.read_text() == f"# Title\n{MATRIX_START}{permission_matrix()}{MATRIX_END}\nafter\n"
+    assert readme.read_text() == (
+        f"# Title\n{MATRIX_START}{permission_matrix()}{MATRIX_END}\nmiddle\n"
+        f"{ROLE_SCHEMAS_START}{role_schemas_markdown()}{ROLE_SCHEMAS_END}\nafter\n"
     )
     assert str(target) in capsys.readouterr().out
 
@@ -66,7 +79,7 @@ def test_export_schema_needs_the_markers(
     readme.write_text("# no markers\n")
     args = ["export-schema", "--path", str(tmp_path / "s.graphql"), "--readme", str(readme)]
     assert main(args) == 2
-    assert "no permission matrix markers" in capsys.readouterr().err
+    assert "has no <!-- permission-matrix:start" in capsys.readouterr().err
 
 
 def test_create_admin_is_idempotent_and_promotes(

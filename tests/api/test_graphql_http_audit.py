@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from app import Settings, create_app
 from schema.limits import IntrospectionPolicy
 
-AUDIT = Path(__file__).resolve().parent.parent / "audit"
+AUDIT = Path(__file__).resolve().parent.parent / "node"
 
 
 @pytest.fixture
