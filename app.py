@@ -1,6 +1,7 @@
 """The composition root: settings are read here, once, and handed on as plain values."""
 
 import argparse
+import dataclasses
 import enum
 import functools
 import hashlib
@@ -32,10 +33,10 @@ from flask import Flask, Request, Response, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_cors import CORS
 from google.auth.transport.urllib3 import Request as Urllib3Request
-from graphql import build_schema, find_breaking_changes, find_dangerous_changes
+from graphql import GraphQLError, build_schema, find_breaking_changes, find_dangerous_changes
 from sqlalchemy.orm import Session, sessionmaker
 from strawberry.flask.views import GraphQLView
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from werkzeug.exceptions import HTTPException, NotFound
@@ -56,7 +57,7 @@ from schema.limits import ExposurePolicy, IntrospectionPolicy, QueryLimits
 from schema.operation_log import RequestLog
 from schema.permissions import permission_matrix
 from schema.root import BATCH_CEILING, schema, schema_for
-from services import auth
+from services import auth, documents
 from services import users as user_service
 from services.errors import DatabaseUnavailable, EmailTaken, ProvisioningError, Unauthenticated
 from services.google import (
@@ -174,6 +175,8 @@ class Settings:
     """CSRF_REQUIRE_PREFLIGHT: GET requests must carry a header that forces a CORS preflight."""
     trusted_proxies: int = 0
     """TRUSTED_PROXIES: how many proxies in front set X-Forwarded-For (for client addresses)."""
+    trusted_documents: Mapping[str, str] | None = None
+    """TRUSTED_DOCUMENTS: a JSON manifest {sha256: document}; non-admins may run only these."""
 
     @classmethod
     def from_env(
@@ -271,6 +274,7 @@ class Settings:
             trusted_proxies=_parse_number(
                 "TRUSTED_PROXIES", values.get("TRUSTED_PROXIES", "0"), int, low=0, high=10
             ),
+            trusted_documents=_trusted_documents(values.get("TRUSTED_DOCUMENTS")),
         )
 
 
@@ -319,6 +323,18 @@ def _parse_rate(name: str, raw: str) -> Rate:
         return Rate.parse(raw)
     except ValueError:
         raise ConfigError(f"{name} must look like 10/60 (count/seconds), not {raw!r}") from None
+
+
+def _trusted_documents(path: str) -> dict[str, str] | None:
+    if not path:
+        return None
+    try:
+        manifest = json.loads(_read_file(path))
+        if not isinstance(manifest, dict):
+            raise ValueError("the manifest must be a JSON object of sha256 to document")
+        return documents.check_manifest(manifest)
+    except ValueError as error:
+        raise ConfigError(f"TRUSTED_DOCUMENTS {path}: {error}") from None
 
 
 def _cors_origins(raw: str, *, allow_credentials: bool) -> tuple[str, ...]:
@@ -487,6 +503,18 @@ class Services:
     csrf_require_preflight: bool
     development_tokens: bool
     """GraphiQL's role switcher may mint short-lived tokens (development only)."""
+    persisted: documents.DocumentStore
+    trusted_documents: Mapping[str, str] | None
+
+
+# Apollo Client's persisted-query link recognises the not-found error by this exact message.
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+PERSISTED_QUERY_INVALID = "PERSISTED_QUERY_INVALID"
+OPERATION_NOT_TRUSTED = "OPERATION_NOT_TRUSTED"
+
+
+def _refusal(message: str, code: str) -> ExecutionResult:
+    return ExecutionResult(data=None, errors=[GraphQLError(message, extensions={"code": code})])
 
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -560,14 +588,61 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         except UnicodeDecodeError as error:
             raise GraphQLHTTPException(400, "The request body is not valid UTF-8.") from error
 
-    def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+    def execute_single(
+        self,
+        request: Request,
+        request_adapter: SyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        document = self._document(request_data, context)
+        if isinstance(document, ExecutionResult):
+            return document
         try:
-            return super().execute_single(*args, **kwargs)
+            return super().execute_single(
+                request=request,
+                request_adapter=request_adapter,
+                sub_response=sub_response,
+                context=context,
+                root_value=root_value,
+                request_data=dataclasses.replace(request_data, query=document),
+            )
         except GraphQLHTTPException as error:
             if isinstance(error.__cause__, InvalidOperationTypeError):
                 # GraphQL-over-HTTP: a mutation over GET is a wrong method, not a bad request.
                 raise GraphQLHTTPException(405, "Mutations must be sent with POST.") from error
             raise
+
+    def _document(self, data: GraphQLRequestData, context: Context) -> str | ExecutionResult | None:
+        """The document to run: as sent, or found by its hash (Apollo's Automatic Persisted
+        Queries); or the refusal to send back instead."""
+        services, document = self._services, data.query
+        persisted = (data.extensions or {}).get("persistedQuery")
+        trusted = services.trusted_documents
+        may_register = trusted is None or context.principal.role >= auth.Role.ADMIN
+        if persisted is not None:
+            key = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
+            if not (isinstance(key, str) and documents.SHA256_HEX.fullmatch(key)):
+                return _refusal(
+                    "persistedQuery needs a sha256Hash in hex.", PERSISTED_QUERY_INVALID
+                )
+            if document is None:
+                document = (trusted or {}).get(key) or services.persisted.get(key)
+                if document is None:
+                    return _refusal("PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND)
+            elif documents.digest(document) != key:
+                return _refusal("provided sha does not match query", PERSISTED_QUERY_INVALID)
+            elif may_register:
+                services.persisted.put(key, document)
+        untrusted = document is not None and documents.digest(document) not in (trusted or {})
+        if trusted is not None and not may_register and untrusted:
+            return _refusal(
+                "Only the operations in the trusted-documents manifest may run.",
+                OPERATION_NOT_TRUSTED,
+            )
+        return document
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
@@ -681,18 +756,15 @@ def build_google_verifier(settings: Settings) -> GoogleIdTokenVerifier:
     )
 
 
-def build_rate_limiter(settings: Settings) -> RateLimiter:
-    shared = None
-    if settings.redis_url:
-        # Short timeouts: a slow Redis must cost a request little before we fall back.
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-        )
-        shared = RedisCounter(client)
-    return RateLimiter(dict(settings.rate_limits), shared=shared)
+def build_redis(settings: Settings) -> redis.Redis | None:
+    if not settings.redis_url:
+        return None
+    # Short timeouts: a slow Redis must cost a request little before we fall back.
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
 def build_services(settings: Settings, session_factory: sessionmaker[Session]) -> Services:
+    shared = build_redis(settings)
     return Services(
         session_factory=session_factory,
         provisioner=build_provisioner(settings),
@@ -703,10 +775,16 @@ def build_services(settings: Settings, session_factory: sessionmaker[Session]) -
         exposure=ExposurePolicy(
             introspection=settings.introspection, field_suggestions=settings.field_suggestions
         ),
-        rate_limiter=build_rate_limiter(settings),
+        rate_limiter=RateLimiter(
+            dict(settings.rate_limits), shared=None if shared is None else RedisCounter(shared)
+        ),
         batch_max=settings.batch_max,
         csrf_require_preflight=settings.csrf_require_preflight,
         development_tokens=settings.graphiql and settings.environment is Environment.DEVELOPMENT,
+        persisted=documents.MemoryDocumentStore()
+        if shared is None
+        else documents.RedisDocumentStore(shared),
+        trusted_documents=settings.trusted_documents,
     )
 
 

@@ -1,0 +1,81 @@
+"""GraphQL documents known by their SHA-256: Automatic Persisted Queries, and trusted
+documents (a committed manifest of the only operations non-admin callers may run)."""
+
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Protocol
+
+import redis
+
+logger = logging.getLogger(__name__)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# Registered documents expire, so hashes nobody uses again do not accumulate.
+REDIS_TTL_SECONDS = 7 * 24 * 3600
+
+
+def digest(document: str) -> str:
+    return hashlib.sha256(document.encode()).hexdigest()
+
+
+class DocumentStore(Protocol):
+    def get(self, key: str) -> str | None: ...
+    def put(self, key: str, document: str) -> None: ...
+
+
+class MemoryDocumentStore:
+    """The most recently used documents of this process, at most `capacity` of them."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self._capacity = capacity
+        self._documents: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            document = self._documents.get(key)
+            if document is not None:
+                self._documents.move_to_end(key)
+            return document
+
+    def put(self, key: str, document: str) -> None:
+        with self._lock:
+            self._documents[key] = document
+            self._documents.move_to_end(key)
+            while len(self._documents) > self._capacity:
+                self._documents.popitem(last=False)
+
+
+class RedisDocumentStore:
+    """Shared by every worker; a Redis failure degrades to this process's own store."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "userql:apq") -> None:
+        self._client = client
+        self._prefix = prefix
+        self._local = MemoryDocumentStore()
+
+    def get(self, key: str) -> str | None:
+        try:
+            value = self._client.get(f"{self._prefix}:{key}")
+        except redis.RedisError as error:
+            logger.warning("persisted queries fall back to this process; Redis failed: %s", error)
+            return self._local.get(key)
+        return None if value is None else bytes(value).decode()  # type: ignore[arg-type]
+
+    def put(self, key: str, document: str) -> None:
+        self._local.put(key, document)
+        try:
+            self._client.set(f"{self._prefix}:{key}", document, ex=REDIS_TTL_SECONDS)
+        except redis.RedisError as error:
+            logger.warning("persisted queries fall back to this process; Redis failed: %s", error)
+
+
+def check_manifest(manifest: Mapping[str, str]) -> dict[str, str]:
+    """The manifest as {sha256: document}; ValueError when a key is not its document's hash."""
+    for key, document in manifest.items():
+        if not isinstance(document, str) or digest(document) != key:
+            raise ValueError(f"entry {key[:16]}… is not the SHA-256 of its document")
+    return dict(manifest)
