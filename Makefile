@@ -19,7 +19,9 @@ test: install check pytest
 
 NODE_TOOLS := tests/node
 
-install: $(STAMP) $(NODE_TOOLS)/node_modules/.installed
+APOLLO_EXAMPLE := examples/apollo-client
+
+install: $(STAMP) $(NODE_TOOLS)/node_modules/.installed $(APOLLO_EXAMPLE)/node_modules/.installed
 
 # Reinstalls when the dependency list or the pinned versions change.
 $(STAMP): pyproject.toml constraints.txt
@@ -31,6 +33,11 @@ $(STAMP): pyproject.toml constraints.txt
 # Node tools for the tests: the graphql-http audit, playwright-core (npm, pinned by its lock).
 $(NODE_TOOLS)/node_modules/.installed: $(NODE_TOOLS)/package.json $(NODE_TOOLS)/package-lock.json
 	npm ci --prefix $(NODE_TOOLS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The Apollo Client example, which the tests run against a live server.
+$(APOLLO_EXAMPLE)/node_modules/.installed: $(APOLLO_EXAMPLE)/package.json $(APOLLO_EXAMPLE)/package-lock.json
+	npm ci --prefix $(APOLLO_EXAMPLE) --no-audit --no-fund --loglevel=error
 	touch $@
 
 migrate: install
@@ -76,4 +83,4 @@ schema: install
 	$(BIN)/userql export-schema
 
 clean:
-	rm -rf $(VENV) $(NODE_TOOLS)/node_modules build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NODE_TOOLS)/node_modules $(APOLLO_EXAMPLE)/node_modules build *.egg-info .coverage .pytest_cache .mypy_cache .ruff_cache

@@ -46,6 +46,17 @@ def test_the_image_recipe_builds_a_self_contained_wheel(tmp_path: Path) -> None:
     assert "app.py" in names
     assert any(name.endswith("share/userql/alembic/env.py") for name in names)
     assert not any(name.startswith("tests/") for name in names)
+    # GraphiQL travels inside the package, licences included.
+    for asset in (
+        "schema/graphiql/index.html",
+        "schema/graphiql/userql-graphiql.js",
+        "schema/graphiql/NOTICE",
+        "schema/graphiql/vendor/graphiql@3.8.3/graphiql.min.js",
+        "schema/graphiql/vendor/graphiql@3.8.3/LICENSE",
+        "schema/graphiql/vendor/@graphiql/plugin-explorer@1.0.2/dist/index.umd.js",
+    ):
+        assert asset in names, asset
+    assert "schema/graphiql/package.json" not in names
 
     # A bare interpreter prefix; the dependencies come from this venv through a .pth file.
     prefix = tmp_path / "prefix"

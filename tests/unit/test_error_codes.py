@@ -37,7 +37,12 @@ def emitted_codes() -> set[str]:
         limits.TOO_MANY_TOKENS,
         limits.QUERY_TOO_COMPLEX,
     }
-    return graphql | limit_codes | service_codes() | set(app._CODE_BY_STATUS.values())
+    persisted = {
+        app.PERSISTED_QUERY_NOT_FOUND,
+        app.PERSISTED_QUERY_INVALID,
+        app.OPERATION_NOT_TRUSTED,
+    }
+    return graphql | limit_codes | persisted | service_codes() | set(app._CODE_BY_STATUS.values())
 
 
 def documented_codes() -> set[str]:

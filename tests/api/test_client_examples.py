@@ -1,0 +1,94 @@
+"""The client examples in examples/, run against a live userql."""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.serving import make_server
+
+from app import Environment, Settings, create_app
+from db import models
+from schema.limits import IntrospectionPolicy
+from services.auth import Role, TokenService
+from tests.factories import make_users
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
+
+
+@pytest.fixture
+def live(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    admin: models.User,
+    tokens: TokenService,
+) -> Iterator[dict[str, str]]:
+    make_users(session_factory, 3)
+    # Production exposure: introspection only for the ADMIN the examples act as.
+    configured = replace(
+        settings, environment=Environment.PRODUCTION, introspection=IntrospectionPolicy.ADMIN
+    )
+    server = make_server("127.0.0.1", 0, create_app(configured, session_factory=session_factory))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {
+        "PATH": "/usr/bin:/bin",
+        "USERQL_URL": f"http://127.0.0.1:{server.server_port}/graphql",
+        "USERQL_TOKEN": tokens.issue(user_id=admin.id, role=Role.ADMIN).token,
+    }
+    server.shutdown()
+    thread.join()
+
+
+def test_apollo_client_with_persisted_queries(live: dict[str, str]) -> None:
+    node = shutil.which("node")
+    assert node
+    example = EXAMPLES / "apollo-client"
+    assert (example / "node_modules" / "@apollo" / "client").is_dir(), "run `make install`"
+    run = subprocess.run(
+        [node, "persisted-queries.mjs"],
+        cwd=example,
+        env=live,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    # The first request misses (hash only), Apollo retries with the query, the next one hits.
+    assert report["exchanges"] == [
+        {
+            "method": "GET",
+            "sentFullQuery": False,
+            "status": 400,
+            "errors": ["PERSISTED_QUERY_NOT_FOUND"],
+        },
+        {"method": "POST", "sentFullQuery": True, "status": 200, "errors": []},
+        {"method": "GET", "sentFullQuery": False, "status": 200, "errors": []},
+    ]
+    assert report["first"] == report["second"]
+    assert report["first"]["users"]["totalCount"] == 4
+
+
+def test_gql_introspects_and_validates_locally(live: dict[str, str]) -> None:
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / "python-gql" / "introspect_and_validate.py")],
+        env=live,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["introspection_requests"] == 1
+    assert report["types"] > 20
+    assert report["users"] == {"users": {"totalCount": 4}}
+    assert report["local_error"] == "Cannot query field 'passwordHash' on type 'User'."
+    # Introspection and the valid query went out; the broken document never did.
+    assert report["requests_sent"] == 2
