@@ -133,9 +133,17 @@ EXCEPTION_HANDLERS = (
 )
 
 
-def _with_code(error: GraphQLError, code: str, **extensions: object) -> GraphQLError:
-    error.extensions = {**(error.extensions or {}), **extensions, "code": code}
-    return error
+def _copy(error: GraphQLError, *, message: str | None = None, **extensions: object) -> GraphQLError:
+    """A new error; never a changed one: validation errors are cached and shared by requests."""
+    return GraphQLError(
+        error.message if message is None else message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error,
+        extensions={**(error.extensions or {}), **extensions},
+    )
 
 
 class ErrorCodes(SchemaExtension):
@@ -144,56 +152,59 @@ class ErrorCodes(SchemaExtension):
     Errors left without a code are unexpected; `mask_unexpected` hides them.
     """
 
-    def on_validate(self) -> Iterator[None]:
-        yield
-        # Only this phase tells graphql-core's validation errors from its variable errors.
-        for error in self.execution_context.pre_execution_errors or ():
-            if not (error.extensions and "code" in error.extensions):
-                _with_code(error, VALIDATION_FAILED)
-
     def on_operation(self) -> Iterator[None]:
+        self._validation_errors: set[int] = set()
         yield
         result = self.execution_context.result
         if result is not None and result.errors:
-            result.errors = [_coded(error) for error in result.errors]
-            if not self.execution_context.context.exposure.field_suggestions:
-                for error in result.errors:
-                    error.message = _without_suggestions(error.message)
+            strip = not self.execution_context.context.exposure.field_suggestions
+            result.errors = [
+                _coded(error, validation=id(error) in self._validation_errors, strip=strip)
+                for error in result.errors
+            ]
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        # Only this phase tells graphql-core's validation errors from its variable errors.
+        self._validation_errors = {id(e) for e in self.execution_context.pre_execution_errors or ()}
 
 
 # "Did you mean 'name'?" and its kin rebuild a hidden schema one guess at a time.
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
-def _without_suggestions(message: str) -> str:
-    return _SUGGESTION.sub("", message)
+def _coded(error: GraphQLError, *, validation: bool, strip: bool) -> GraphQLError:
+    code = _code(error, validation=validation)
+    message = _SUGGESTION.sub("", error.message) if strip else error.message
+    if isinstance(error.original_error, marshmallow.ValidationError):
+        fields = field_errors(error.original_error, root=[])
+        summary = "; ".join(f"{'.'.join(f.path)}: {f.message}" for f in fields)
+        details = [{"path": f.path, "message": f.message, "code": f.code} for f in fields]
+        located = GraphQLError(f"Invalid argument. {summary}", nodes=error.nodes, path=error.path)
+        return _copy(located, fields=details, code=BAD_USER_INPUT)
+    if code is None:
+        return error  # unexpected: mask_unexpected decides, at the HTTP boundary
+    if message == error.message and (error.extensions or {}).get("code") == code:
+        return error
+    extra = getattr(error.original_error, "extensions", {})
+    return _copy(error, message=message, **extra, code=code)
 
 
-def _coded(error: GraphQLError) -> GraphQLError:
+def _code(error: GraphQLError, *, validation: bool) -> str | None:
     original = error.original_error
     if error.extensions and "code" in error.extensions:
-        return error
+        return str(error.extensions["code"])
     if isinstance(original, ServiceError):
-        return _with_code(error, original.code, **getattr(original, "extensions", {}))
-    if isinstance(original, marshmallow.ValidationError):
-        fields = field_errors(original, root=[])
-        summary = "; ".join(f"{'.'.join(f.path)}: {f.message}" for f in fields)
-        located = GraphQLError(
-            f"Invalid argument. {summary}",
-            nodes=error.nodes,
-            path=error.path,
-            extensions={
-                "fields": [{"path": f.path, "message": f.message, "code": f.code} for f in fields]
-            },
-        )
-        return _with_code(located, BAD_USER_INPUT)
+        return original.code
     if isinstance(error, GraphQLSyntaxError):
         too_long = "tokens. Parsing aborted." in error.message  # graphql-core's max_tokens
-        return _with_code(error, TOO_MANY_TOKENS if too_long else PARSE_FAILED)
+        return TOO_MANY_TOKENS if too_long else PARSE_FAILED
+    if validation:
+        return VALIDATION_FAILED
     if error.path is None and (original is None or isinstance(original, GraphQLError)):
         # Outside any field and past validation: graphql-core refused a variable's value.
-        return _with_code(error, BAD_USER_INPUT)
-    return error
+        return BAD_USER_INPUT
+    return None
 
 
 def mask_unexpected(error: GraphQLError) -> GraphQLError:

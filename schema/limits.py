@@ -6,13 +6,16 @@ reaches the validator's costlier rules. Cost needs the variables (`first: $n`), 
 computed right before execution. None of this touches the database.
 """
 
+import contextlib
 import enum
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
     BREAK,
+    ASTValidationRule,
     DocumentNode,
     ExecutionResult,
     FieldNode,
@@ -29,6 +32,8 @@ from graphql import (
     ValidationRule,
     VariableNode,
     get_named_type,
+    parse,
+    validate,
 )
 from strawberry.extensions import SchemaExtension
 
@@ -260,6 +265,28 @@ def _first(field: FieldNode, default: object, variables: Mapping[str, Any]) -> i
     return value if valid else 1  # type: ignore[return-value]
 
 
+# The same text parses to the same cached document object, so the caches after it hit too.
+# The rules are part of the validation key: a role's verdict never serves another role.
+DOCUMENT_CACHE_SIZE = 512
+
+
+@functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
+def _cached_parse(query: str, max_tokens: int) -> DocumentNode:
+    return parse(query, max_tokens=max_tokens)
+
+
+@functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
+def _cached_static_limit_error(document: DocumentNode, limits: QueryLimits) -> GraphQLError | None:
+    return static_limit_error(document, limits)
+
+
+@functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
+def _cached_validation(
+    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
+) -> list[GraphQLError]:
+    return validate(schema, document, rules)
+
+
 def _error(message: str, code: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": code})
 
@@ -275,13 +302,30 @@ class QueryLimitsExtension(SchemaExtension):
             execution.validation_rules = (*execution.validation_rules, NoIntrospection)
         yield
 
+    def on_parse(self) -> Iterator[None]:
+        execution = self.execution_context
+        if execution.query is not None:
+            # On failure Strawberry parses again itself and reports the error its usual way.
+            with contextlib.suppress(GraphQLError):
+                execution.graphql_document = _cached_parse(
+                    execution.query, execution.context.limits.max_tokens
+                )
+        yield
+
     def on_validate(self) -> Iterator[None]:
         execution = self.execution_context
-        if execution.graphql_document is not None:
-            error = static_limit_error(execution.graphql_document, execution.context.limits)
-            if error is not None:
-                # Set before validation runs, so validation is skipped entirely.
-                execution.pre_execution_errors = [error]
+        document = execution.graphql_document
+        if document is not None:
+            error = _cached_static_limit_error(document, execution.context.limits)
+            # Either way validation is decided here, so Strawberry's own step is skipped: a
+            # document over a limit never reaches the validator.
+            execution.pre_execution_errors = (
+                [error]
+                if error is not None
+                else _cached_validation(
+                    execution.schema._schema, document, tuple(execution.validation_rules)
+                )
+            )
         yield
 
     def on_execute(self) -> Iterator[None]:

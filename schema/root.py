@@ -7,7 +7,7 @@ from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
 from schema.limits import QueryLimitsExtension
 from schema.mutation import Mutation
 from schema.operation_log import OperationLog
-from schema.permissions import RULES, apply_rules
+from schema.permissions import RULES, apply_rules, install_field_rules
 from schema.query import Query
 from schema.types.users import User
 from services.auth import Role
@@ -29,11 +29,16 @@ schema = UserqlSchema(
     query=Query,
     mutation=Mutation,
     # ErrorCodes first: it wraps the others, so it sees every error they produce.
-    extensions=[ErrorCodes, QueryLimitsExtension, OperationLog],
+    extensions=[
+        ErrorCodes,
+        QueryLimitsExtension,
+        OperationLog,
+    ],
     # Allowed here up to this hard ceiling; each app decides (GRAPHQL_BATCH_MAX, off by default).
     config=StrawberryConfig(batching_config={"max_operations": BATCH_CEILING}),
     exception_handlers=EXCEPTION_HANDLERS,
 )
+install_field_rules(schema._schema)
 
 
 def schema_for(role: Role) -> str:

@@ -35,7 +35,7 @@ def test_an_error_without_a_code_is_masked_and_logged(caplog: pytest.LogCaptureF
         "Cannot return null for non-nullable field User.name.", path=["user", "name"]
     )
     with caplog.at_level(logging.ERROR, logger="schema.errors"):
-        masked = mask_unexpected(_coded(error))
+        masked = mask_unexpected(_coded(error, validation=False, strip=False))
     assert masked.message == "Internal server error"
     assert masked.extensions == {"code": "INTERNAL"}
     assert masked.path == ["user", "name"]
