@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install migrate seed check lint typecheck importlint deploylint pytest schema graphiql-assets bench-hostile clean
+.PHONY: run test install migrate seed check lint typecheck importlint deploylint pytest schema graphiql-assets bench bench-hostile clean
 
 # Ends with a day-long admin token for the seeded ADMIN, ready to paste into GraphiQL.
 run: install
@@ -75,6 +75,10 @@ graphiql-assets:
 	cp schema/graphiql/package.json schema/graphiql/package-lock.json build/graphiql/
 	npm ci --prefix build/graphiql --no-audit --no-fund --loglevel=error
 	node schema/graphiql/vendor.mjs build/graphiql/node_modules schema/graphiql/vendor
+
+# userql against a raw Flask + SQLAlchemy Core endpoint, under wrk; see bench/run.py.
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bench-hostile: install
 	$(BIN)/python bench/hostile_documents.py

@@ -1,0 +1,353 @@
+"""make bench: userql against a raw Flask + SQLAlchemy Core baseline, under the same gunicorn
+config, driven by wrk, interleaved A B A B.
+
+    make bench                       # MariaDB: mysql+pymysql://root@127.0.0.1:3306/userql_bench
+    make bench BENCH_ARGS=--sqlite   # a SQLite file instead
+    make bench BENCH_ARGS="--rounds 5 --seconds 10"
+
+Writes bench/results/<time>.json and .md, and bench/results/latest.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from sqlalchemy import create_engine, delete, insert, text
+from sqlalchemy.engine import make_url
+
+from app import Settings, alembic_config, build_token_service
+from db import models
+from db.base import utc_now
+from db.session import make_engine
+from services.auth import Role
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WRK_DIR = ROOT / "bench" / "wrk"
+RESULTS = ROOT / "bench" / "results"
+USERS = 10_000
+SECRET = "bench-secret-that-is-long-enough-for-hs256"
+WORKLOADS = {
+    "W1 user(id)": "w1_user.lua",
+    "W2 users(first: 100)": "w2_users.lua",
+    "W3 walk by cursor": "w3_walk.lua",
+    "W4 createUser": "w4_create.lua",
+}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: "subprocess.Popen[bytes]"
+    log: Path
+
+    def pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [self.process.pid, *map(int, children.read_text().split())]
+
+    def workers(self) -> list[int]:
+        return self.pids()[1:]
+
+    def cpu_seconds(self) -> float:
+        """Master and live workers, plus the workers gunicorn has already reaped."""
+        total = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+            if pid == self.process.pid:
+                total += int(fields[13]) + int(fields[14])  # cutime + cstime
+        return total / CLOCK_TICKS
+
+    def peak_rss_mib(self) -> float:
+        peaks = []
+        for pid in self.workers():
+            status = Path(f"/proc/{pid}/status").read_text()
+            peaks.append(int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024)  # type: ignore[union-attr]
+        return max(peaks)
+
+
+@dataclass
+class Run:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms_per_request: float
+    statements_per_request: float | None
+    errors: int
+
+
+@dataclass
+class Cell:
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {"userql": [], "baseline": []})
+
+
+def prepare_database(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        server = create_engine(parsed.set(database=""))
+        with server.begin() as connection:
+            connection.execute(text(f"CREATE DATABASE IF NOT EXISTS `{parsed.database}`"))
+        server.dispose()
+    command.upgrade(alembic_config(url), "head")
+    engine = make_engine(url)
+    now = utc_now()
+    rows = [
+        {
+            "name": f"Bench User {i}",
+            "email": f"user{i}@bench.test",
+            "role": models.Role.ADMIN if i == 1 else models.Role.USER,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(1, USERS + 1)
+    ]
+    with engine.begin() as connection:
+        connection.execute(delete(models.User))
+        if parsed.get_backend_name() != "sqlite":
+            connection.execute(text("ALTER TABLE users AUTO_INCREMENT = 1"))
+        else:
+            connection.execute(text("DELETE FROM sqlite_sequence WHERE name = 'users'"))
+        connection.execute(insert(models.User), rows)
+    engine.dispose()
+
+
+def start(name: str, app: str, env: dict[str, str], port: int, logs: Path) -> Server:
+    log = logs / f"{name}.log"
+    process = subprocess.Popen(
+        [str(BIN / "gunicorn"), app],
+        env={"PATH": f"{BIN}:/usr/bin:/bin", **env, "BIND": f"127.0.0.1:{port}"},
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    probe = "/readyz" if name == "userql" else "/user?id=1"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=2):
+                return Server(name, port, process, log)
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{name} did not start:\n{log.read_text()}")
+
+
+def statements(url: str) -> int | None:
+    if make_url(url).get_backend_name() == "sqlite":
+        return None
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        value = connection.execute(text("SHOW GLOBAL STATUS LIKE 'Questions'")).one()[1]
+    engine.dispose()
+    return int(value)
+
+
+def wrk(
+    server: Server, script: str, connections: int, seconds: int, token: str, run_id: str
+) -> str:
+    env = {
+        **os.environ,
+        "BENCH_TARGET": server.name,
+        "BENCH_TOKEN": token,
+        "BENCH_WRK_DIR": str(WRK_DIR),
+        "BENCH_RUN": run_id,
+    }
+    threads = min(connections, 4)
+    result = subprocess.run(
+        [
+            "wrk",
+            "--latency",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(WRK_DIR / script),
+            f"http://127.0.0.1:{server.port}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def _milliseconds(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def measure(
+    server: Server, script: str, connections: int, seconds: int, token: str, url: str, run_id: str
+) -> Run:
+    before_cpu, before_statements = server.cpu_seconds(), statements(url)
+    output = wrk(server, script, connections, seconds, token, run_id)
+    after_cpu, after_statements = server.cpu_seconds(), statements(url)
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(match.group(1))
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
+        errors += sum(map(int, match.groups()))
+    per_request = None
+    if before_statements is not None and after_statements is not None:
+        # The two probes of SHOW STATUS count too; they are taken out.
+        per_request = (after_statements - before_statements - 2) / max(total, 1)
+    return Run(
+        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        p50_ms=_milliseconds(re.search(r"50%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
+        p99_ms=_milliseconds(re.search(r"99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
+        cpu_ms_per_request=(after_cpu - before_cpu) * 1000 / max(total, 1),
+        statements_per_request=per_request,
+        errors=errors,
+    )
+
+
+def report(cells: dict[tuple[str, int], Cell], rss: dict[str, float], meta: dict[str, Any]) -> str:
+    lines = [
+        f"Run {meta['time']} on {meta['machine']}; database {meta['database']}; "
+        f"{meta['rounds']} rounds of {meta['seconds']} s, interleaved; medians.",
+        "",
+        "| workload | conn | userql req/s | baseline req/s | ratio (per round) | median ratio "
+        "| userql p50 / p99 ms | baseline p50 / p99 ms | userql CPU ms/req | baseline CPU ms/req "
+        "| userql SQL/req | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (workload, connections), cell in cells.items():
+        ours, raw = cell.runs["userql"], cell.runs["baseline"]
+        ratios = [
+            a.requests_per_second / b.requests_per_second for a, b in zip(ours, raw, strict=True)
+        ]
+        med = statistics.median
+        sql = [r.statements_per_request for r in ours if r.statements_per_request is not None]
+        lines.append(
+            f"| {workload} | {connections} | {med(r.requests_per_second for r in ours):.0f} "
+            f"| {med(r.requests_per_second for r in raw):.0f} "
+            f"| {', '.join(f'{x:.2f}' for x in ratios)} | **{med(ratios):.2f}** "
+            f"| {med(r.p50_ms for r in ours):.1f} / {med(r.p99_ms for r in ours):.1f} "
+            f"| {med(r.p50_ms for r in raw):.1f} / {med(r.p99_ms for r in raw):.1f} "
+            f"| {med(r.cpu_ms_per_request for r in ours):.2f} "
+            f"| {med(r.cpu_ms_per_request for r in raw):.2f} "
+            f"| {f'{med(sql):.2f}' if sql else 'n/a'} "
+            f"| {sum(r.errors for r in ours + raw)} |"
+        )
+    lines += [
+        "",
+        f"Peak RSS per worker: userql {rss['userql']:.0f} MiB, baseline {rss['baseline']:.0f} MiB.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--database",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "mysql+pymysql://root@127.0.0.1:3306/userql_bench"
+        ),
+    )
+    parser.add_argument("--sqlite", action="store_true", help="use a SQLite file instead")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", default="8,32")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    work = Path(tempfile.mkdtemp(prefix="userql-bench-"))
+    url = f"sqlite:///{work / 'bench.sqlite3'}" if args.sqlite else args.database
+    print(
+        f"preparing {USERS} users in {make_url(url).render_as_string(hide_password=True)}",
+        flush=True,
+    )
+    prepare_database(url)
+    token = (
+        build_token_service(Settings(database_url=url, jwt_secret=SECRET))
+        .issue(user_id=1, role=Role.ADMIN, ttl_seconds=86_400)
+        .token
+    )
+    env = {
+        "DATABASE_URL": url,
+        "USERQL_ENV": "production",
+        "JWT_SECRET": SECRET,
+        # W4 creates thousands of users a second; the product limit would stop it.
+        "RATE_LIMIT_CREATE_USER": "100000000/60",
+    }
+    servers = [
+        start("userql", "app:create_app()", env, 18_000, work),
+        start("baseline", "bench.baseline:create_app()", env, 18_001, work),
+    ]
+    cells: dict[tuple[str, int], Cell] = {}
+    try:
+        for server in servers:  # warm up both: imports, pools, caches
+            wrk(server, "w2_users.lua", 8, 2, token, "warmup")
+        run_number = 0
+        for workload in args.workloads.split(","):
+            for connections in map(int, args.connections.split(",")):
+                cell = cells.setdefault((workload, connections), Cell())
+                for _ in range(args.rounds):
+                    for server in servers:
+                        run_number += 1
+                        cell.runs[server.name].append(
+                            measure(
+                                server,
+                                WORKLOADS[workload],
+                                connections,
+                                args.seconds,
+                                token,
+                                url,
+                                str(run_number),
+                            )
+                        )
+                print(f"done: {workload} c{connections}", flush=True)
+        rss = {server.name: server.peak_rss_mib() for server in servers}
+    finally:
+        for server in servers:
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=60)
+    meta = {
+        "time": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%MZ"),
+        "machine": (
+            f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+        ),
+        "database": "SQLite" if args.sqlite else "MariaDB/MySQL",
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+    }
+    markdown = report(cells, rss, meta)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = meta["time"].replace(":", "")
+    (RESULTS / f"{stamp}.md").write_text(markdown)
+    (RESULTS / "latest.md").write_text(markdown)
+    raw = {
+        f"{w} c{c}": {k: [vars(r) for r in v] for k, v in cell.runs.items()}
+        for (w, c), cell in cells.items()
+    }
+    (RESULTS / f"{stamp}.json").write_text(
+        json.dumps({"meta": meta, "cells": raw, "peak_rss_mib": rss}, indent=2)
+    )
+    print(markdown)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
