@@ -189,8 +189,13 @@ def wrk(
 
 
 def _milliseconds(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value)
+    if match is None:
+        raise ValueError(f"wrk printed a latency this script cannot read: {value!r}")
+    number, unit = match.groups()
+    return (
+        float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
+    )
 
 
 def measure(
@@ -198,6 +203,8 @@ def measure(
 ) -> Run:
     before_cpu, before_statements = server.cpu_seconds(), statements(url)
     output = wrk(server, script, connections, seconds, token, run_id)
+    if "99%" not in output:
+        raise RuntimeError(f"wrk gave no latency distribution:\n{output}")
     after_cpu, after_statements = server.cpu_seconds(), statements(url)
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     errors = 0
@@ -213,8 +220,8 @@ def measure(
         per_request = (after_statements - before_statements - 2) / max(total, 1)
     return Run(
         requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
-        p50_ms=_milliseconds(re.search(r"50%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
-        p99_ms=_milliseconds(re.search(r"99%\s+(\S+)", output).group(1)),  # type: ignore[union-attr]
+        p50_ms=_milliseconds(re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE).group(1)),  # type: ignore[union-attr]
+        p99_ms=_milliseconds(re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1)),  # type: ignore[union-attr]
         cpu_ms_per_request=(after_cpu - before_cpu) * 1000 / max(total, 1),
         statements_per_request=per_request,
         errors=errors,

@@ -7,7 +7,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.factories import make_users
-from tests.graphql import gql
+from tests.graphql import CREATE_USER, gql
 
 
 @contextmanager
@@ -65,3 +65,33 @@ def test_me_reuses_the_authentication_lookup(admin_client: FlaskClient, engine: 
 
 def test_anonymous_requests_cost_no_lookup(client: FlaskClient, engine: Engine) -> None:
     assert _selects(client, engine, "{ me { id } }") == []
+
+
+def test_walking_by_cursor_costs_the_same_on_every_page(
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    make_users(session_factory, 24)
+    walk = """query($after: String) { users(first: 10, after: $after) {
+        edges { node { id name email role createdAt } } pageInfo { hasNextPage endCursor } } }"""
+    budgets, after, more = [], None, True
+    while more:
+        with statements(engine) as seen:
+            page = gql(admin_client, walk, after=after)["data"]["users"]
+        budgets.append(seen)
+        after, more = page["pageInfo"]["endCursor"], page["pageInfo"]["hasNextPage"]
+    assert len(budgets) == 3
+    # The caller (authentication) and the page: nothing grows with depth or page size.
+    assert all([s for s in seen if s == "SELECT"] == ["SELECT"] * 2 for seen in budgets)
+    assert all(seen == budgets[0] for seen in budgets)
+
+
+def test_create_user_writes_once(admin_client: FlaskClient, engine: Engine) -> None:
+    with statements(engine) as seen:
+        body = gql(admin_client, CREATE_USER, input={"name": "N", "email": "n@example.com"})
+    assert body["data"]["createUser"]["__typename"] == "CreateUserSuccess"
+    # Authentication, the email check, the insert: one of each, whatever else surrounds them.
+    assert [s for s in seen if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == [
+        "SELECT",
+        "SELECT",
+        "INSERT",
+    ]

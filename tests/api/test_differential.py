@@ -1,0 +1,114 @@
+"""The caches are shortcuts: with them, cold or warm, every response must be byte for byte
+what the uncached path gives. The corpus is every GraphQL document written in the test suite."""
+
+import ast
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import Settings, create_app
+from db import models
+from schema import limits
+from services.auth import Role, TokenService
+from services.rate_limit import Rate
+from tests.factories import make_user, make_users
+
+TESTS = Path(__file__).resolve().parent.parent
+
+
+def suite_documents() -> list[str]:
+    found: dict[str, None] = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value.strip()
+                if text.startswith(("{", "query", "mutation", "fragment")):
+                    try:
+                        parse(text)
+                    except GraphQLError:
+                        continue  # a deliberately broken document is still a document
+                    found[text] = None
+    return list(found)
+
+
+def is_mutation(document: str) -> bool:
+    return any(
+        isinstance(d, OperationDefinitionNode) and d.operation is OperationType.MUTATION
+        for d in parse(document).definitions
+    )
+
+
+CORPUS = suite_documents()
+
+
+def test_the_corpus_is_the_suite() -> None:
+    assert len(CORPUS) > 40
+    assert any("users(first: 2)" in document for document in CORPUS)
+    assert any("createUser" in document for document in CORPUS)
+
+
+@contextmanager
+def savepoint(connection: Connection) -> Iterator[None]:
+    nested = connection.begin_nested()
+    try:
+        yield
+    finally:
+        nested.rollback()
+
+
+@pytest.fixture
+def apps(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[Flask, Flask]:
+    # Limits far above what the corpus sends, so rate limiting never differs between runs.
+    roomy = replace(
+        settings, rate_limits={"sign_in": Rate(10**6, 60), "create_user": Rate(10**6, 60)}
+    )
+    return (
+        create_app(roomy, session_factory=session_factory),
+        create_app(roomy, session_factory=session_factory),
+    )
+
+
+def test_cached_and_uncached_answers_are_identical(
+    apps: tuple[Flask, Flask],
+    connection: Connection,
+    session_factory: sessionmaker[Session],
+    tokens: TokenService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin = make_user(session_factory, email="admin@example.com", role=models.Role.ADMIN)
+    member = make_user(session_factory, email="member@example.com")
+    make_users(session_factory, 3)
+    callers = {
+        "anonymous": None,
+        "user": tokens.issue(user_id=member.id, role=Role.USER).token,
+        "admin": tokens.issue(user_id=admin.id, role=Role.ADMIN).token,
+    }
+    cached_app, uncached_app = apps
+
+    def answer(app: Flask, document: str, token: str | None) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with savepoint(connection):
+            response = app.test_client().post("/graphql", json={"query": document}, headers=headers)
+            return response.status_code, response.get_data()
+
+    compared = 0
+    for document in CORPUS:
+        for caller, token in callers.items():
+            if caller == "admin" and is_mutation(document):
+                continue  # new rows get new ids and timestamps on every run
+            cold = answer(cached_app, document, token)
+            warm = answer(cached_app, document, token)
+            with monkeypatch.context() as bypass:
+                for name in ("_cached_parse", "_cached_static_limit_error", "_cached_validation"):
+                    bypass.setattr(limits, name, getattr(limits, name).__wrapped__)
+                uncached = answer(uncached_app, document, token)
+            assert cold == warm == uncached, (caller, document)
+            compared += 1
+    assert compared > 100
