@@ -4,6 +4,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
+from schema.execution import LeafExecutor
 from schema.limits import QueryLimitsExtension
 from schema.mutation import Mutation
 from schema.operation_log import OperationLog
@@ -37,6 +38,7 @@ schema = UserqlSchema(
     # Allowed here up to this hard ceiling; each app decides (GRAPHQL_BATCH_MAX, off by default).
     config=StrawberryConfig(batching_config={"max_operations": BATCH_CEILING}),
     exception_handlers=EXCEPTION_HANDLERS,
+    execution_context_class=LeafExecutor,
 )
 install_field_rules(schema._schema)
 

@@ -1,4 +1,7 @@
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -11,9 +14,37 @@ from services.unit_of_work import UnitOfWork
 MAX_PAGE_SIZE = 100
 
 
+class UserRecord(Protocol):
+    """What a read returns of a user: an ORM object, or a plain row where that is cheaper."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def role(self) -> models.Role: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+# A page reads plain rows: building ORM objects cost more than the rest of the read.
+_USER_COLUMNS = (
+    models.User.id,
+    models.User.name,
+    models.User.email,
+    models.User.role,
+    models.User.created_at,
+    models.User.updated_at,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class UserPage:
-    users: list[models.User]
+    users: Sequence[UserRecord]
     has_next_page: bool
     total_count: int | None
 
@@ -111,12 +142,12 @@ def list_users(
     """
     if not 1 <= first <= MAX_PAGE_SIZE:
         raise ValueError(f"first must be between 1 and {MAX_PAGE_SIZE}")
-    query = select(models.User).order_by(models.User.id).limit(first + 1)
+    query = select(*_USER_COLUMNS).order_by(models.User.id).limit(first + 1)
     if after_id is not None:
         query = query.where(models.User.id > after_id)
     with uow:
         # One row past the page tells whether another page exists, without a second query.
-        rows = list(uow.session.scalars(query))
+        rows = cast(list[UserRecord], uow.session.execute(query).all())
         total = _count(uow) if with_total else None
     return UserPage(users=rows[:first], has_next_page=len(rows) > first, total_count=total)
 

@@ -4,10 +4,9 @@ from typing import Annotated, Self
 
 import strawberry
 
-from db import models
 from schema.types.errors import ValidationError
 from schema.types.pagination import PageInfo, encode_cursor
-from services.users import UserPage
+from services.users import UserPage, UserRecord
 
 
 @strawberry.enum
@@ -28,7 +27,7 @@ class User:
     """Whether this user is the caller, for the fields only the user themself may read."""
 
     @classmethod
-    def from_model(cls, user: models.User, *, viewer_id: int | None) -> Self:
+    def from_model(cls, user: UserRecord, *, viewer_id: int | None) -> Self:
         return cls(
             id=strawberry.ID(str(user.id)),
             name=user.name,
