@@ -291,7 +291,10 @@ def main() -> int:
         .issue(user_id=1, role=Role.ADMIN, ttl_seconds=86_400)
         .token
     )
+    # The same gunicorn settings for both servers; set these to compare configurations.
+    passed = ("WEB_CONCURRENCY", "GUNICORN_THREADS")
     env = {
+        **{name: os.environ[name] for name in passed if name in os.environ},
         "DATABASE_URL": url,
         "USERQL_ENV": "production",
         "JWT_SECRET": SECRET,
