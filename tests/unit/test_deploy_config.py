@@ -3,6 +3,7 @@ gunicorn config as described, compose refusing to start without its secrets."""
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -99,7 +100,11 @@ def load_gunicorn_config(monkeypatch: pytest.MonkeyPatch, **environ: str) -> Mod
 def test_gunicorn_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_gunicorn_config(monkeypatch)
     assert config.bind == "0.0.0.0:8000"
-    assert (config.workers, config.worker_class, config.threads) == (2, "gthread", 4)
+    assert (config.workers, config.worker_class, config.threads) == (
+        2 * (os.cpu_count() or 1),
+        "gthread",
+        1,
+    )
     assert config.preload_app is False  # engines are built in each worker, after the fork
     assert (config.timeout, config.graceful_timeout) == (30, 30)
     assert (config.max_requests, config.max_requests_jitter) == (1000, 100)
