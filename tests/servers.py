@@ -4,12 +4,17 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from flask import Flask
+from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -85,3 +90,17 @@ def stop(process: "subprocess.Popen[bytes]") -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
+
+
+@contextmanager
+def serve_in_thread(app: Flask) -> Iterator[str]:
+    """The app on a free loopback port, one request at a time, for tools that need a URL;
+    yields its GraphQL endpoint."""
+    server = make_server("127.0.0.1", 0, app, threaded=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/graphql"
+    finally:
+        server.shutdown()
+        thread.join()

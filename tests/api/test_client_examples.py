@@ -4,20 +4,19 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.serving import make_server
 
 from app import Environment, Settings, create_app
 from db import models
 from schema.limits import IntrospectionPolicy
 from services.auth import Role, TokenService
 from tests.factories import make_users
+from tests.servers import serve_in_thread
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 
@@ -34,16 +33,13 @@ def live(
     configured = replace(
         settings, environment=Environment.PRODUCTION, introspection=IntrospectionPolicy.ADMIN
     )
-    server = make_server("127.0.0.1", 0, create_app(configured, session_factory=session_factory))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {
-        "PATH": "/usr/bin:/bin",
-        "USERQL_URL": f"http://127.0.0.1:{server.server_port}/graphql",
-        "USERQL_TOKEN": tokens.issue(user_id=admin.id, role=Role.ADMIN).token,
-    }
-    server.shutdown()
-    thread.join()
+    app = create_app(configured, session_factory=session_factory)
+    with serve_in_thread(app) as url:
+        yield {
+            "PATH": "/usr/bin:/bin",
+            "USERQL_URL": url,
+            "USERQL_TOKEN": tokens.issue(user_id=admin.id, role=Role.ADMIN).token,
+        }
 
 
 def test_apollo_client_with_persisted_queries(live: dict[str, str]) -> None:

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,13 +17,13 @@ import strawberry
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.serving import make_server
 
 from app import GRAPHIQL_CSP, GRAPHIQL_DIR, Environment, Settings, create_app
 from db import models
 from schema.limits import IntrospectionPolicy
 from tests.factories import make_user
 from tests.graphql import gql
+from tests.servers import serve_in_thread
 
 NODE_TOOLS = Path(__file__).resolve().parent.parent / "node"
 HTML = {"Accept": "text/html"}
@@ -136,12 +135,8 @@ def test_no_assets_without_graphiql(client: FlaskClient) -> None:
 
 @pytest.fixture
 def served(development: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, development, threaded=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/graphql"
-    server.shutdown()
-    thread.join()
+    with serve_in_thread(development) as url:
+        yield url
 
 
 @pytest.mark.browser

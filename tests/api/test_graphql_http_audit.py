@@ -3,17 +3,16 @@
 import json
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.serving import make_server
 
 from app import Settings, create_app
 from schema.limits import IntrospectionPolicy
+from tests.servers import serve_in_thread
 
 AUDIT = Path(__file__).resolve().parent.parent / "node"
 
@@ -22,13 +21,8 @@ AUDIT = Path(__file__).resolve().parent.parent / "node"
 def url(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[str]:
     # One audit asks for __type, so introspection is open for this run.
     configured = replace(settings, introspection=IntrospectionPolicy.EVERYONE)
-    app = create_app(configured, session_factory=session_factory)
-    server = make_server("127.0.0.1", 0, app, threaded=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/graphql"
-    server.shutdown()
-    thread.join()
+    with serve_in_thread(create_app(configured, session_factory=session_factory)) as url:
+        yield url
 
 
 def test_every_must_and_should_audit_passes(url: str) -> None:
