@@ -6,7 +6,6 @@ reaches the validator's costlier rules. Cost needs the variables (`first: $n`), 
 computed right before execution. None of this touches the database.
 """
 
-import contextlib
 import enum
 import functools
 from collections.abc import Iterator, Mapping
@@ -32,12 +31,12 @@ from graphql import (
     ValidationRule,
     VariableNode,
     get_named_type,
-    parse,
     validate,
 )
 from strawberry.extensions import SchemaExtension
 
 from services.auth import Role
+from services.documents import Lru
 
 QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
@@ -270,9 +269,8 @@ def _first(field: FieldNode, default: object, variables: Mapping[str, Any]) -> i
 DOCUMENT_CACHE_SIZE = 512
 
 
-@functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
-def _cached_parse(query: str, max_tokens: int) -> DocumentNode:
-    return parse(query, max_tokens=max_tokens)
+# Documents that parsed, by their text and the token limit they were parsed under.
+_PARSED: Lru[tuple[str, int], DocumentNode] = Lru(DOCUMENT_CACHE_SIZE)
 
 
 @functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
@@ -303,18 +301,19 @@ class QueryLimitsExtension(SchemaExtension):
         yield
 
     def on_parse(self) -> Iterator[None]:
+        # A document parsed before is reused; otherwise Strawberry parses it (and reports any
+        # syntax error its usual way), and on_validate remembers the result.
         execution = self.execution_context
         if execution.query is not None:
-            # On failure Strawberry parses again itself and reports the error its usual way.
-            with contextlib.suppress(GraphQLError):
-                execution.graphql_document = _cached_parse(
-                    execution.query, execution.context.limits.max_tokens
-                )
+            key = (execution.query, execution.context.limits.max_tokens)
+            execution.graphql_document = _PARSED.get(key)
         yield
 
     def on_validate(self) -> Iterator[None]:
         execution = self.execution_context
         document = execution.graphql_document
+        if document is not None and execution.query is not None:
+            _PARSED.put((execution.query, execution.context.limits.max_tokens), document)
         if document is not None:
             error = _cached_static_limit_error(document, execution.context.limits)
             # Either way validation is decided here, so Strawberry's own step is skipped: a

@@ -7,11 +7,13 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import redis
 
 logger = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # Registered documents expire, so hashes nobody uses again do not accumulate.
 REDIS_TTL_SECONDS = 7 * 24 * 3600
@@ -26,27 +28,34 @@ class DocumentStore(Protocol):
     def put(self, key: str, document: str) -> None: ...
 
 
-class MemoryDocumentStore:
-    """The most recently used documents of this process, at most `capacity` of them."""
+class Lru(Generic[K, V]):
+    """The `capacity` most recently used entries, safe to share between threads."""
 
-    def __init__(self, capacity: int = 1000) -> None:
+    def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._documents: OrderedDict[str, str] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: K) -> V | None:
         with self._lock:
-            document = self._documents.get(key)
-            if document is not None:
-                self._documents.move_to_end(key)
-            return document
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
 
-    def put(self, key: str, document: str) -> None:
+    def put(self, key: K, value: V) -> None:
         with self._lock:
-            self._documents[key] = document
-            self._documents.move_to_end(key)
-            while len(self._documents) > self._capacity:
-                self._documents.popitem(last=False)
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+
+class MemoryDocumentStore(Lru[str, str]):
+    """The most recently used documents of this process."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        super().__init__(capacity)
 
 
 class RedisDocumentStore:

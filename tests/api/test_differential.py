@@ -21,6 +21,7 @@ from db import models
 from schema import limits
 from schema.execution import LeafExecutor
 from services.auth import Role, TokenService
+from services.documents import Lru
 from services.rate_limit import Rate
 from tests.factories import make_user, make_users
 
@@ -132,8 +133,9 @@ def test_cached_and_uncached_answers_are_identical(
             cold = answer(cached_app, document, token)
             warm = answer(cached_app, document, token)
             with monkeypatch.context() as general:
-                for name in ("_cached_parse", "_cached_static_limit_error", "_cached_validation"):
+                for name in ("_cached_static_limit_error", "_cached_validation"):
                     general.setattr(limits, name, getattr(limits, name).__wrapped__)
+                general.setattr(limits, "_PARSED", Lru(0))
                 general.setattr(LeafExecutor, "enabled", False)
                 uncached = answer(uncached_app, document, token)
             assert cold == warm == uncached, (caller, document)
