@@ -69,7 +69,7 @@ from services.google import (
 from services.health import check_readiness
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
 from services.rate_limit import Rate, RateLimiter, RedisCounter
-from services.unit_of_work import UnitOfWork
+from services.unit_of_work import RequestConnection, UnitOfWork
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEV_SECRET_FILE = INSTANCE_DIR / "dev-jwt-secret"
@@ -545,18 +545,22 @@ def _is_request_error(response: GraphQLHTTPResponse) -> bool:
 class UserqlGraphQLView(GraphQLView[Context, None]):
     """The only glue between HTTP and GraphQL."""
 
+    # A view per request (Flask's default, said here because _database relies on it).
+    init_every_request = True
+
     def __init__(self, *, services: Services, **options: Any) -> None:
         super().__init__(**options)
         self._services = services
+        self._database = RequestConnection(services.session_factory)
 
     def get_context(self, request: Request, response: Response) -> Context:
         services = self._services
         token = auth.bearer_token(request.headers.getlist("Authorization"))
-        principal = auth.authenticate(UnitOfWork(services.session_factory), services.tokens, token)
+        principal = auth.authenticate(self._database.unit_of_work(), services.tokens, token)
         log: RequestLog = g.request_log
         log.principal_id = principal.user_id
         return Context(
-            session_factory=services.session_factory,
+            database=self._database,
             provisioner=services.provisioner,
             principal=principal,
             tokens=services.tokens,
@@ -683,6 +687,12 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         return super().process_result(request, result)
 
     def dispatch_request(self) -> ResponseReturnValue:
+        try:
+            return self._run()
+        finally:
+            self._database.close()
+
+    def _run(self) -> ResponseReturnValue:
         try:
             return self.run(request=request)
         except GraphQLHTTPException as error:

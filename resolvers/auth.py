@@ -2,7 +2,7 @@ import strawberry
 
 from schema.context import Context
 from schema.types.auth import SignInResult, SignInSuccess
-from schema.types.users import User
+from schema.types.users import User, as_user
 from services import google
 
 Info = strawberry.Info[Context, None]
@@ -11,7 +11,7 @@ Info = strawberry.Info[Context, None]
 def me(info: Info) -> User | None:
     # Loaded while authenticating this request: no second query.
     caller = info.context.principal.user
-    return None if caller is None else User.from_model(caller, viewer_id=caller.id)
+    return None if caller is None else as_user(caller)
 
 
 def sign_in_with_google(info: Info, id_token: str) -> SignInResult:
@@ -24,8 +24,10 @@ def sign_in_with_google(info: Info, id_token: str) -> SignInResult:
         id_token=id_token,
         signup_enabled=context.google_signup_enabled,
     )
+    # The caller holds this user's new token: the user's own fields are theirs to read.
+    context.signed_in.add(signed_in.user.id)
     return SignInSuccess(
         access_token=signed_in.token.token,
         expires_at=signed_in.token.expires_at,
-        user=User.from_model(signed_in.user, viewer_id=signed_in.user.id),
+        user=as_user(signed_in.user),
     )

@@ -1,23 +1,28 @@
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-import strawberry
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
-from schema.context import Context
+Selection = SelectedField | FragmentSpread | InlineFragment
 
 
-def selects(info: strawberry.Info[Context, None], name: str) -> bool:
-    """Whether the current field's selection asks for `name`, directly or through fragments."""
-    return any(_contains(field.selections, name) for field in info.selected_fields)
+def selected_names(selections: Iterable[Selection], *path: str) -> set[str]:
+    """The names of the fields selected at `path` below `selections` (a resolver's
+    `info.selected_fields`), through fragments.
+
+    Directives are not evaluated, so a field under `@skip` counts: the result may name more
+    fields than run, never fewer, which is what deciding what to load needs.
+    """
+    level = [child for field in _fields(selections) for child in field.selections]
+    for name in path:
+        level = [
+            child for field in _fields(level) if field.name == name for child in field.selections
+        ]
+    return {field.name for field in _fields(level)}
 
 
-def _contains(
-    selections: Iterable[SelectedField | FragmentSpread | InlineFragment], name: str
-) -> bool:
+def _fields(selections: Iterable[Selection]) -> Iterator[SelectedField]:
     for selection in selections:
         if isinstance(selection, SelectedField):
-            if selection.name == name:
-                return True
-        elif _contains(selection.selections, name):
-            return True
-    return False
+            yield selection
+        else:
+            yield from _fields(selection.selections)

@@ -4,7 +4,7 @@ import strawberry
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from db import models
-from resolvers.selection import selects
+from resolvers.selection import selected_names
 from schema import errors
 from schema.context import Context
 from schema.types.pagination import MAX_ID, decode_cursor
@@ -14,6 +14,8 @@ from schema.types.users import (
     CreateUserSuccess,
     User,
     UserConnection,
+    as_user,
+    user_attributes,
 )
 from services import users as user_service
 
@@ -86,20 +88,25 @@ def users(info: Info, first: int | None = 20, after: str | None = None) -> UserC
         key: value for key, value in {"first": first, "after": after}.items() if value is not None
     }
     args = USERS_ARGS.load(given)
+    selection = info.selected_fields
     page = user_service.list_users(
         info.context.uow(),
         first=args["first"],
         after_id=args["after"],
-        with_total=selects(info, "totalCount"),
+        with_total="totalCount" in selected_names(selection),
+        fields=user_attributes(selected_names(selection, "edges", "node")),
     )
-    return UserConnection.from_page(page, viewer_id=info.context.principal.user_id)
+    return UserConnection.from_page(page)
 
 
 def user(info: Info, id: strawberry.ID) -> User | None:
     args = USER_ARGS.load({"id": id})
-    found = user_service.get_user(info.context.uow(), user_id=args["id"])
-    viewer_id = info.context.principal.user_id
-    return User.from_model(found, viewer_id=viewer_id) if found else None
+    found = user_service.get_user(
+        info.context.uow(),
+        user_id=args["id"],
+        fields=user_attributes(selected_names(info.selected_fields)),
+    )
+    return None if found is None else as_user(found)
 
 
 def create_user(info: Info, input: CreateUserInput) -> CreateUserResult:
@@ -109,8 +116,6 @@ def create_user(info: Info, input: CreateUserInput) -> CreateUserResult:
         info.context.provisioner,
         name=args["name"],
         email=args["email"],
-        role=models.Role(input.role.value),
+        role=input.role,
     )
-    return CreateUserSuccess(
-        user=User.from_model(created, viewer_id=info.context.principal.user_id)
-    )
+    return CreateUserSuccess(user=as_user(created))

@@ -1,6 +1,4 @@
-from dataclasses import dataclass
-
-from sqlalchemy.orm import Session, sessionmaker
+from dataclasses import dataclass, field
 
 from schema.limits import ExposurePolicy, QueryLimits
 from schema.operation_log import RequestLog
@@ -8,14 +6,14 @@ from services.auth import Principal, TokenService
 from services.google import IdTokenVerifier
 from services.provisioning import Provisioner
 from services.rate_limit import RateLimiter
-from services.unit_of_work import UnitOfWork
+from services.unit_of_work import RequestConnection, UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a resolver may use: plain values handed over by app.py, never the settings."""
 
-    session_factory: sessionmaker[Session]
+    database: RequestConnection
     provisioner: Provisioner
     principal: Principal
     """Authenticated once per request, before execution."""
@@ -27,6 +25,11 @@ class Context:
     exposure: ExposurePolicy
     rate_limiter: RateLimiter
     client_address: str
+    signed_in: set[int] = field(default_factory=set)
+    """Users the caller proved to be during this request (by signing in as them)."""
+
+    def is_caller(self, user_id: int) -> bool:
+        return user_id == self.principal.user_id or user_id in self.signed_in
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory)
+        return self.database.unit_of_work()

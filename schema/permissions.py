@@ -26,6 +26,7 @@ from services.auth import Principal, Role
 from services.errors import Forbidden, Unauthenticated
 
 ROOT_TYPES = ("Query", "Mutation")
+USER_TYPE = get_object_definition(User, strict=True).name
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ class Rule:
     role: Role
     """The lowest role that may use the field; higher roles may too."""
     or_self: bool = False
-    """Also the user the field is read on, when that user is the caller."""
+    """Also the user the field is read on, when that user is the caller (User fields only)."""
 
     def allows(self, role: Role) -> bool:
         return role >= self.role
@@ -93,8 +94,8 @@ class RoleRule(BasePermission):
 
     def has_permission(self, source: Any, info: strawberry.Info[Context, None], **_: Any) -> bool:
         # Raises rather than returning False: on_unauthorized() cannot see who is asking.
-        is_self = isinstance(source, User) and source.is_viewer
-        self._rule.check(self._coordinate, info.context.principal, is_self=is_self)
+        # Root fields only (see apply_rules): there is no user to be.
+        self._rule.check(self._coordinate, info.context.principal, is_self=False)
         return True
 
 
@@ -160,14 +161,20 @@ def install_field_rules(schema: GraphQLSchema, rules: dict[str, Rule] = RULES) -
         graphql_type = schema.type_map[type_name]
         if not isinstance(graphql_type, GraphQLObjectType):
             raise TypeError(f"{coordinate}: rules apply to fields of object types")
+        if rule.or_self and type_name != USER_TYPE:
+            raise TypeError(f"{coordinate}: or_self applies to fields of {USER_TYPE}")
         graphql_type.fields[field_name].resolve = _rule_resolver(coordinate, rule, field_name)
 
 
 def _rule_resolver(coordinate: str, rule: Rule, field_name: str) -> Callable[..., Any]:
     attribute = _snake_case(field_name)
 
-    def read(source: Any, context: Any) -> Any:
-        rule.check(coordinate, context.principal, is_self=getattr(source, "is_viewer", False))
+    def read(source: Any, context: Context) -> Any:
+        principal = context.principal
+        if not rule.allows(principal.role):
+            # A User is read off its record (see schema.types.users), whose id is the user's.
+            is_self = rule.or_self and context.is_caller(source.id)
+            rule.check(coordinate, principal, is_self=is_self)
         return getattr(source, attribute)
 
     def resolve(source: Any, info: GraphQLResolveInfo[Any], **_: Any) -> Any:

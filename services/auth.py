@@ -27,7 +27,7 @@ from sqlalchemy import select
 from db import models
 from services.errors import Unauthenticated
 from services.unit_of_work import UnitOfWork
-from services.users import normalize_email
+from services.users import UserRecord, get_user, normalize_email
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 SYMMETRIC_ALGORITHM = "HS256"
@@ -63,7 +63,7 @@ class Role(enum.IntEnum):
 class Principal:
     """Who is calling: the user as loaded for this request, and the role they act with."""
 
-    user: models.User | None
+    user: UserRecord | None
     role: Role
 
     @property
@@ -259,8 +259,7 @@ def authenticate(uow: UnitOfWork, tokens: TokenService, token: str | None) -> Pr
     if token is None:
         return ANONYMOUS
     claims = tokens.verify(token)
-    with uow:
-        user = uow.session.get(models.User, claims.user_id)
+    user = get_user(uow, user_id=claims.user_id)
     if user is None:
         raise Unauthenticated("The access token's user no longer exists.")
     return Principal(user=user, role=min(claims.role, Role.of(user.role)))

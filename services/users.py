@@ -1,9 +1,9 @@
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Column, Table, func, select
 from sqlalchemy.exc import IntegrityError
 
 from db import models
@@ -15,7 +15,11 @@ MAX_PAGE_SIZE = 100
 
 
 class UserRecord(Protocol):
-    """What a read returns of a user: an ORM object, or a plain row where that is cheaper."""
+    """What a read returns of a user: an ORM object, or a plain row where that is cheaper.
+
+    A read given `fields` returns rows with those attributes (and `id`) only: reading
+    another one is an AttributeError, so ask for every attribute the caller will read.
+    """
 
     @property
     def id(self) -> int: ...
@@ -31,15 +35,21 @@ class UserRecord(Protocol):
     def updated_at(self) -> datetime: ...
 
 
-# A page reads plain rows: building ORM objects cost more than the rest of the read.
-_USER_COLUMNS = (
-    models.User.id,
-    models.User.name,
-    models.User.email,
-    models.User.role,
-    models.User.created_at,
-    models.User.updated_at,
-)
+USERS = cast(Table, models.User.__table__)
+USER_FIELDS = ("id", "name", "email", "role", "created_at", "updated_at")
+"""The attributes of a UserRecord, in column order."""
+
+
+def user_columns(fields: Collection[str] | None = None) -> list[Column[Any]]:
+    """The columns a read selects: those of `fields` and the id, or all for None.
+
+    Reads select table columns, not ORM attributes, and so return plain rows: building ORM
+    objects, and a column nobody reads (a datetime costs the driver the most), cost more than
+    the rest of the read.
+    """
+    return [
+        USERS.c[name] for name in USER_FIELDS if fields is None or name == "id" or name in fields
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,25 +136,34 @@ def development_user(
     return create_user(uow, provisioner, name=name, email=email, role=role)
 
 
-def get_user(uow: UnitOfWork, *, user_id: int) -> models.User | None:
-    """The user with this id, or None."""
+def get_user(
+    uow: UnitOfWork, *, user_id: int, fields: Collection[str] | None = None
+) -> UserRecord | None:
+    """The user with this id, or None; with `fields`, only those attributes (see UserRecord)."""
+    query = select(*user_columns(fields)).where(USERS.c.id == user_id)
     with uow:
-        return uow.session.get(models.User, user_id)
+        return cast(UserRecord | None, uow.session.execute(query).first())
 
 
 def list_users(
-    uow: UnitOfWork, *, first: int, after_id: int | None = None, with_total: bool = False
+    uow: UnitOfWork,
+    *,
+    first: int,
+    after_id: int | None = None,
+    with_total: bool = False,
+    fields: Collection[str] | None = None,
 ) -> UserPage:
-    """Users ordered by id, `first` of them after `after_id`; two statements at most.
+    """Users ordered by id, `first` of them after `after_id`; two statements at most. With
+    `fields`, only those attributes (see UserRecord).
 
     Keyset pagination: the page costs the same however deep it is. Raises ValueError when
     `first` is outside 1..MAX_PAGE_SIZE.
     """
     if not 1 <= first <= MAX_PAGE_SIZE:
         raise ValueError(f"first must be between 1 and {MAX_PAGE_SIZE}")
-    query = select(*_USER_COLUMNS).order_by(models.User.id).limit(first + 1)
+    query = select(*user_columns(fields)).order_by(USERS.c.id).limit(first + 1)
     if after_id is not None:
-        query = query.where(models.User.id > after_id)
+        query = query.where(USERS.c.id > after_id)
     with uow:
         # One row past the page tells whether another page exists, without a second query.
         rows = cast(list[UserRecord], uow.session.execute(query).all())

@@ -1,42 +1,46 @@
-import enum
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, Self, cast
 
 import strawberry
+from strawberry.schema.name_converter import NameConverter
+from strawberry.types.base import get_object_definition
 
+from db import models
 from schema.types.errors import ValidationError
 from schema.types.pagination import PageInfo, encode_cursor
 from services.users import UserPage, UserRecord
 
-
-@strawberry.enum
-class Role(enum.Enum):
-    USER = "USER"
-    ADMIN = "ADMIN"
+# GraphQL's Role is the domain's own enum: records need no conversion on the way out or in.
+strawberry.enum(models.Role, name="Role")
 
 
 @strawberry.type
 class User:
+    """Resolved straight off a UserRecord (an ORM object or a row), never copied into one of
+    these: `as_user` passes a record through, and the ID scalar serialises the integer id."""
+
     id: strawberry.ID
     name: str
     email: str | None
-    role: Role
+    role: models.Role
     created_at: datetime
     updated_at: datetime
-    is_viewer: strawberry.Private[bool]
-    """Whether this user is the caller, for the fields only the user themself may read."""
 
-    @classmethod
-    def from_model(cls, user: UserRecord, *, viewer_id: int | None) -> Self:
-        return cls(
-            id=strawberry.ID(str(user.id)),
-            name=user.name,
-            email=user.email,
-            role=Role(user.role.value),
-            created_at=user.created_at,
-            updated_at=user.updated_at,
-            is_viewer=user.id == viewer_id,
-        )
+
+def as_user(record: UserRecord) -> User:
+    return cast(User, record)
+
+
+_ATTRIBUTES = {
+    NameConverter().get_graphql_name(field): field.python_name
+    for field in get_object_definition(User, strict=True).fields
+}
+
+
+def user_attributes(graphql_names: Iterable[str]) -> set[str]:
+    """The record attributes that these User fields read."""
+    return {_ATTRIBUTES[name] for name in graphql_names if name in _ATTRIBUTES}
 
 
 @strawberry.type
@@ -62,10 +66,9 @@ class UserConnection:
     )
 
     @classmethod
-    def from_page(cls, page: UserPage, *, viewer_id: int | None) -> Self:
+    def from_page(cls, page: UserPage) -> Self:
         edges = [
-            UserEdge(cursor=encode_cursor(u.id), node=User.from_model(u, viewer_id=viewer_id))
-            for u in page.users
+            UserEdge(cursor=encode_cursor(record.id), node=as_user(record)) for record in page.users
         ]
         end_cursor = edges[-1].cursor if edges else None
         return cls(
@@ -79,7 +82,7 @@ class UserConnection:
 class CreateUserInput:
     name: str
     email: str
-    role: Role = Role.USER
+    role: models.Role = models.Role.USER
 
 
 @strawberry.type

@@ -6,8 +6,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.factories import make_users
-from tests.graphql import CREATE_USER, gql
+from app import Settings, create_app
+from db import models
+from services.auth import TokenService
+from tests.factories import make_user, make_users
+from tests.graphql import CREATE_USER, authorized, gql
 
 
 @contextmanager
@@ -16,6 +19,20 @@ def statements(engine: Engine) -> Iterator[list[str]]:
 
     def record(_conn: Connection, _cursor: object, statement: str, *_: object) -> None:
         seen.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@contextmanager
+def statement_texts(engine: Engine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Connection, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(" ".join(statement.split()))
 
     event.listen(engine, "before_cursor_execute", record)
     try:
@@ -95,3 +112,59 @@ def test_create_user_writes_once(admin_client: FlaskClient, engine: Engine) -> N
         "SELECT",
         "INSERT",
     ]
+
+
+def test_a_request_checks_out_one_connection_for_authentication_and_the_operation(
+    settings: Settings,
+    engine: Engine,
+    committing_session_factory: sessionmaker[Session],
+    tokens: TokenService,
+) -> None:
+    # Each checkout pings the server and each return rolls back: once per request, not per
+    # unit of work.
+    admin = make_user(committing_session_factory, role=models.Role.ADMIN)
+    client = authorized(
+        create_app(settings, session_factory=committing_session_factory).test_client(),
+        tokens,
+        admin,
+    )
+    checkouts: list[object] = []
+
+    def record(*_: object) -> None:
+        checkouts.append(_)
+
+    event.listen(engine, "checkout", record)
+    try:
+        with statements(engine) as seen:
+            gql(client, "{ users { edges { node { id } } } }")
+        assert seen.count("SELECT") == 2  # the caller, then the page
+        assert len(checkouts) == 1
+        checkouts.clear()
+        gql(client, CREATE_USER, input={"name": "N", "email": "one-checkout@example.com"})
+        assert len(checkouts) == 1
+    finally:
+        event.remove(engine, "checkout", record)
+
+
+def test_a_read_selects_only_the_columns_asked_for(
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    [user] = make_users(session_factory, 1)
+    # Authentication reads the whole caller; the operation's read is the second SELECT.
+    with statement_texts(engine) as seen:
+        gql(admin_client, "{ users { edges { node { name } } } }")
+    page = [s for s in seen if s.startswith("SELECT")][1]
+    assert "users.name" in page
+    assert "created_at" not in page
+    assert "email" not in page
+    with statement_texts(engine) as seen:
+        gql(
+            admin_client,
+            """query($id: ID!) { user(id: $id) { ...Dates } }
+            fragment Dates on User { ... on User { updatedAt } }""",
+            id=user.id,
+        )
+    read = [s for s in seen if s.startswith("SELECT")][1]
+    assert "users.updated_at" in read
+    assert "created_at" not in read
+    assert "users.name" not in read

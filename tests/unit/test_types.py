@@ -26,9 +26,7 @@ def test_naive_instants_are_refused() -> None:
 
 
 def test_total_count_must_have_been_loaded() -> None:
-    connection = UserConnection.from_page(
-        UserPage(users=[], has_next_page=False, total_count=None), viewer_id=None
-    )
+    connection = UserConnection.from_page(UserPage(users=[], has_next_page=False, total_count=None))
     assert connection.page_info == PageInfo(has_next_page=False, end_cursor=None)
     with pytest.raises(RuntimeError, match="did not load totalCount"):
         _total_count(connection)
