@@ -556,7 +556,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
     def get_context(self, request: Request, response: Response) -> Context:
         services = self._services
         token = auth.bearer_token(request.headers.getlist("Authorization"))
-        principal = auth.authenticate(self._database.unit_of_work(), services.tokens, token)
+        principal = auth.authenticate(self._database.reading(), services.tokens, token)
         log: RequestLog = g.request_log
         log.principal_id = principal.user_id
         return Context(

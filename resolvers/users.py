@@ -90,7 +90,7 @@ def users(info: Info, first: int | None = 20, after: str | None = None) -> UserC
     args = USERS_ARGS.load(given)
     selection = info.selected_fields
     page = user_service.list_users(
-        info.context.uow(),
+        info.context.reading(),
         first=args["first"],
         after_id=args["after"],
         with_total="totalCount" in selected_names(selection),
@@ -102,7 +102,7 @@ def users(info: Info, first: int | None = 20, after: str | None = None) -> UserC
 def user(info: Info, id: strawberry.ID) -> User | None:
     args = USER_ARGS.load({"id": id})
     found = user_service.get_user(
-        info.context.uow(),
+        info.context.reading(),
         user_id=args["id"],
         fields=user_attributes(selected_names(info.selected_fields)),
     )

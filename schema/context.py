@@ -32,4 +32,9 @@ class Context:
         return user_id == self.principal.user_id or user_id in self.signed_in
 
     def uow(self) -> UnitOfWork:
+        """For services that write."""
         return self.database.unit_of_work()
+
+    def reading(self) -> UnitOfWork:
+        """For services that only read: they share the request's read transaction."""
+        return self.database.reading()

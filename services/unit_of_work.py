@@ -24,12 +24,17 @@ def _unavailable(error: BaseException) -> NoReturn:
 
 
 class UnitOfWork:
-    """One database transaction: committed only by an explicit `commit()`, else rolled back."""
+    """One database transaction: committed only by an explicit `commit()`, else rolled back.
+
+    A read-only one may share its transaction with other reads (see RequestConnection) and
+    refuses to commit.
+    """
 
     session: Session
 
-    def __init__(self, session_factory: Callable[[], Session]) -> None:
+    def __init__(self, session_factory: Callable[[], Session], *, read_only: bool = False) -> None:
         self._session_factory = session_factory
+        self.read_only = read_only
 
     def __enter__(self) -> Self:
         try:
@@ -52,32 +57,59 @@ class UnitOfWork:
             _unavailable(exc)
 
     def commit(self) -> None:
+        if self.read_only:
+            raise RuntimeError("a read-only unit of work cannot commit; use unit_of_work()")
         self.session.commit()
 
 
 class RequestConnection:
     """Lends one pooled connection to every unit of work of one request.
 
-    Checking a connection out of the pool pings the server and returning it rolls back: done
-    once per request instead of once per unit of work (authentication, then the operation).
-    Each unit of work is still a transaction of its own. The connection is checked out on
-    first use, so a request that reads nothing takes none; `close()` gives it back.
+    Checking a connection out of the pool pings the server, and ending a transaction is a
+    round trip too: a request pays each once, not once per unit of work. The reads of a
+    request (authentication, then the operation's) share one transaction, rolled back when
+    the request ends; a unit of work that writes ends it first and runs in its own. The
+    connection is checked out on first use, so a request that reads nothing takes none;
+    `close()` gives it back.
     """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
         self._connection: Connection | None = None
 
-    def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self._session)
+    def reading(self) -> UnitOfWork:
+        """For services that only read."""
+        return UnitOfWork(self._reading_session, read_only=True)
 
-    def _session(self) -> Session:
+    def unit_of_work(self) -> UnitOfWork:
+        """For services that write, in a transaction of their own."""
+        return UnitOfWork(self._writing_session)
+
+    def _reading_session(self) -> Session:
+        connection = self._checkout()
+        if connection is None:
+            return self._session_factory()
+        if not connection.in_transaction():
+            connection.begin()
+        # Joined to a transaction it did not begin, the session leaves it open when it closes.
+        return self._session_factory(bind=connection)
+
+    def _writing_session(self) -> Session:
+        connection = self._checkout()
+        if connection is None:
+            return self._session_factory()
+        if connection.in_transaction():
+            connection.rollback()  # the reads' transaction: a write begins its own
+        return self._session_factory(bind=connection)
+
+    def _checkout(self) -> Connection | None:
+        """The request's connection; None when the factory is bound to one already."""
         bind = self._session_factory.kw.get("bind")
         if not isinstance(bind, Engine):
-            return self._session_factory()  # already bound to one connection
+            return None
         if self._connection is None:
             self._connection = bind.connect()
-        return self._session_factory(bind=self._connection)
+        return self._connection
 
     def close(self) -> None:
         if self._connection is not None:

@@ -142,7 +142,7 @@ def get_user(
     """The user with this id, or None; with `fields`, only those attributes (see UserRecord)."""
     query = select(*user_columns(fields)).where(USERS.c.id == user_id)
     with uow:
-        return cast(UserRecord | None, uow.session.execute(query).first())
+        return cast(UserRecord | None, uow.session.connection().execute(query).first())
 
 
 def list_users(
@@ -166,7 +166,7 @@ def list_users(
         query = query.where(USERS.c.id > after_id)
     with uow:
         # One row past the page tells whether another page exists, without a second query.
-        rows = cast(list[UserRecord], uow.session.execute(query).all())
+        rows = cast(list[UserRecord], uow.session.connection().execute(query).all())
         total = _count(uow) if with_total else None
     return UserPage(users=rows[:first], has_next_page=len(rows) > first, total_count=total)
 

@@ -129,21 +129,30 @@ def test_a_request_checks_out_one_connection_for_authentication_and_the_operatio
         admin,
     )
     checkouts: list[object] = []
+    transactions: list[object] = []
 
-    def record(*_: object) -> None:
+    def checkout(*_: object) -> None:
         checkouts.append(_)
 
-    event.listen(engine, "checkout", record)
+    def begin(*_: object) -> None:
+        transactions.append(_)
+
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "begin", begin)
     try:
         with statements(engine) as seen:
             gql(client, "{ users { edges { node { id } } } }")
         assert seen.count("SELECT") == 2  # the caller, then the page
         assert len(checkouts) == 1
+        assert len(transactions) == 1  # the reads share one
         checkouts.clear()
+        transactions.clear()
         gql(client, CREATE_USER, input={"name": "N", "email": "one-checkout@example.com"})
         assert len(checkouts) == 1
+        assert len(transactions) == 2  # the caller's read, then the write's own
     finally:
-        event.remove(engine, "checkout", record)
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "begin", begin)
 
 
 def test_a_read_selects_only_the_columns_asked_for(

@@ -128,3 +128,17 @@ def test_list_users_pages_by_id(session_factory: sessionmaker[Session]) -> None:
 def test_list_users_caps_the_page_size(session_factory: sessionmaker[Session], first: int) -> None:
     with pytest.raises(ValueError, match="first must be between 1 and 100"):
         user_service.list_users(UnitOfWork(session_factory), first=first)
+
+
+def test_a_read_only_unit_of_work_refuses_to_write(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # A write given a reader would otherwise vanish with the shared read transaction.
+    with pytest.raises(RuntimeError, match="read-only"):
+        user_service.create_user(
+            UnitOfWork(session_factory, read_only=True),
+            NoopProvisioner(),
+            name="Reader",
+            email="reader@example.com",
+        )
+    assert count(session_factory) == 0
