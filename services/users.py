@@ -1,9 +1,10 @@
+import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Column, Table, func, select
+from sqlalchemy import Column, Select, Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from db import models
@@ -40,16 +41,31 @@ USER_FIELDS = ("id", "name", "email", "role", "created_at", "updated_at")
 """The attributes of a UserRecord, in column order."""
 
 
-def user_columns(fields: Collection[str] | None = None) -> list[Column[Any]]:
-    """The columns a read selects: those of `fields` and the id, or all for None.
-
-    Reads select table columns, not ORM attributes, and so return plain rows: building ORM
-    objects, and a column nobody reads (a datetime costs the driver the most), cost more than
-    the rest of the read.
-    """
+def _columns(fields: frozenset[str] | None) -> list[Column[Any]]:
     return [
         USERS.c[name] for name in USER_FIELDS if fields is None or name == "id" or name in fields
     ]
+
+
+# Reads select table columns, not ORM attributes, and so return plain rows: building ORM
+# objects, and a column nobody reads (a datetime costs the driver the most), cost more than the
+# rest of the read. Each statement is built once per set of columns (at most 2**5): building
+# one and its cache key costs as much as running it.
+
+
+@functools.cache
+def _user_by_id(fields: frozenset[str] | None) -> Select[Any]:
+    return select(*_columns(fields)).where(USERS.c.id == bindparam("user_id"))
+
+
+@functools.cache
+def _page(fields: frozenset[str] | None, *, after: bool) -> Select[Any]:
+    query = select(*_columns(fields)).order_by(USERS.c.id).limit(bindparam("limit"))
+    return query.where(USERS.c.id > bindparam("after_id")) if after else query
+
+
+def _known(fields: Collection[str] | None) -> frozenset[str] | None:
+    return None if fields is None else frozenset(fields).intersection(USER_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +156,10 @@ def get_user(
     uow: UnitOfWork, *, user_id: int, fields: Collection[str] | None = None
 ) -> UserRecord | None:
     """The user with this id, or None; with `fields`, only those attributes (see UserRecord)."""
-    query = select(*user_columns(fields)).where(USERS.c.id == user_id)
+    query = _user_by_id(_known(fields))
     with uow:
-        return cast(UserRecord | None, uow.session.connection().execute(query).first())
+        row = uow.session.connection().execute(query, {"user_id": user_id}).first()
+        return cast(UserRecord | None, row)
 
 
 def list_users(
@@ -161,12 +178,11 @@ def list_users(
     """
     if not 1 <= first <= MAX_PAGE_SIZE:
         raise ValueError(f"first must be between 1 and {MAX_PAGE_SIZE}")
-    query = select(*user_columns(fields)).order_by(USERS.c.id).limit(first + 1)
-    if after_id is not None:
-        query = query.where(USERS.c.id > after_id)
+    query = _page(_known(fields), after=after_id is not None)
+    # One row past the page tells whether another page exists, without a second query.
+    parameters = {"limit": first + 1, "after_id": after_id}
     with uow:
-        # One row past the page tells whether another page exists, without a second query.
-        rows = cast(list[UserRecord], uow.session.connection().execute(query).all())
+        rows = cast(list[UserRecord], uow.session.connection().execute(query, parameters).all())
         total = _count(uow) if with_total else None
     return UserPage(users=rows[:first], has_next_page=len(rows) > first, total_count=total)
 

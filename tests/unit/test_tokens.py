@@ -114,6 +114,9 @@ FORGERIES = {
     "four segments": sign(claims()) + ".extra",
     "not base64": "ab$.cd.ef",
     "header not JSON": "bm90anNvbg.e30.c2ln",
+    "header not an object": "W10.e30.c2ln",
+    "header not UTF-8": "_w.e30.c2ln",
+    "header cut short": "eyJhbGciOiJIUzI1NiJ9a.e30.c2ln",
     "very long": "a" * 5000 + "." + "b" * 10 + "." + "c" * 10,
     "empty": "",
 }
