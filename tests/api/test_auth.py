@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import Settings, create_app
 from db import models
-from schema.permissions import RULES, Rule, apply_rules
+from schema.permissions import RULES, Rule, apply_rules, install_field_rules
+from schema.root import schema as built_schema
 from services import users as user_service
 from services.auth import Role, TokenService
 from services.unit_of_work import UnitOfWork
@@ -281,3 +282,18 @@ def test_the_sdl_shows_every_rule(project_root: Path) -> None:
         coordinate: ("requiresRole", {"role": rule.role.name, "orSelf": str(rule.or_self).lower()})
         for coordinate, rule in RULES.items()
     }
+
+
+@pytest.mark.parametrize(
+    ("coordinate", "rule", "complaint"),
+    [
+        ("CreateUserResult.user", Rule(Role.ADMIN), "object types"),
+        ("PageInfo.endCursor", Rule(Role.ADMIN, or_self=True), "or_self applies to fields of User"),
+    ],
+)
+def test_type_field_rules_that_cannot_hold_refuse_to_install(
+    coordinate: str, rule: Rule, complaint: str
+) -> None:
+    # "Self" is the user the field is read on: only a User has one.
+    with pytest.raises(TypeError, match=complaint):
+        install_field_rules(built_schema._schema, {coordinate: rule})
