@@ -19,7 +19,7 @@ def check_readiness(uow: UnitOfWork, *, expected_revision: str) -> Readiness:
     """Whether the database answers and its schema is at `expected_revision`."""
     try:
         with uow:
-            connection = uow.session.connection()
+            connection = uow.connection()
             current = None
             if inspect(connection).has_table(VERSION_TABLE):
                 current = connection.scalar(text(f"SELECT version_num FROM {VERSION_TABLE}"))  # noqa: S608 - a constant

@@ -27,21 +27,37 @@ class UnitOfWork:
     """One database transaction: committed only by an explicit `commit()`, else rolled back.
 
     A read-only one may share its transaction with other reads (see RequestConnection) and
-    refuses to commit.
+    refuses to commit. The session is opened on first use, inside the `with` block, where an
+    outage becomes DatabaseUnavailable like any other.
     """
 
-    session: Session
-
-    def __init__(self, session_factory: Callable[[], Session], *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        *,
+        read_only: bool = False,
+        connection_factory: Callable[[], Connection | None] | None = None,
+    ) -> None:
         self._session_factory = session_factory
+        self._connection_factory = connection_factory
+        self._session: Session | None = None
         self.read_only = read_only
 
     def __enter__(self) -> Self:
-        try:
-            self.session = self._session_factory()
-        except _OUTAGES as error:
-            _unavailable(error)
         return self
+
+    @property
+    def session(self) -> Session:
+        """For ORM work: objects, identity, flushes."""
+        if self._session is None:
+            self._session = self._session_factory()
+        return self._session
+
+    def connection(self) -> Connection:
+        """For Core statements: a request's reads run straight on its connection, since a
+        Session costs a request more to open and close than the statement it would run."""
+        connection = None if self._connection_factory is None else self._connection_factory()
+        return self.session.connection() if connection is None else connection
 
     def __exit__(
         self,
@@ -52,7 +68,9 @@ class UnitOfWork:
         # Closing rolls back whatever was not committed: on an exception or an early return
         # everything the use case wrote is discarded. Unlike rollback() it does not expire
         # the loaded objects, so what a read service returns stays readable.
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
         if isinstance(exc, _OUTAGES):
             _unavailable(exc)
 
@@ -79,20 +97,26 @@ class RequestConnection:
 
     def reading(self) -> UnitOfWork:
         """For services that only read."""
-        return UnitOfWork(self._reading_session, read_only=True)
+        return UnitOfWork(
+            self._reading_session, read_only=True, connection_factory=self._reading_connection
+        )
 
     def unit_of_work(self) -> UnitOfWork:
         """For services that write, in a transaction of their own."""
         return UnitOfWork(self._writing_session)
 
     def _reading_session(self) -> Session:
-        connection = self._checkout()
+        connection = self._reading_connection()
         if connection is None:
             return self._session_factory()
-        if not connection.in_transaction():
-            connection.begin()
         # Joined to a transaction it did not begin, the session leaves it open when it closes.
         return self._session_factory(bind=connection)
+
+    def _reading_connection(self) -> Connection | None:
+        connection = self._checkout()
+        if connection is not None and not connection.in_transaction():
+            connection.begin()
+        return connection
 
     def _writing_session(self) -> Session:
         connection = self._checkout()

@@ -158,7 +158,7 @@ def get_user(
     """The user with this id, or None; with `fields`, only those attributes (see UserRecord)."""
     query = _user_by_id(_known(fields))
     with uow:
-        row = uow.session.connection().execute(query, {"user_id": user_id}).first()
+        row = uow.connection().execute(query, {"user_id": user_id}).first()
         return cast(UserRecord | None, row)
 
 
@@ -182,7 +182,7 @@ def list_users(
     # One row past the page tells whether another page exists, without a second query.
     parameters = {"limit": first + 1, "after_id": after_id}
     with uow:
-        rows = cast(list[UserRecord], uow.session.connection().execute(query, parameters).all())
+        rows = cast(list[UserRecord], uow.connection().execute(query, parameters).all())
         total = _count(uow) if with_total else None
     return UserPage(users=rows[:first], has_next_page=len(rows) > first, total_count=total)
 
@@ -194,4 +194,4 @@ def count_users(uow: UnitOfWork) -> int:
 
 
 def _count(uow: UnitOfWork) -> int:
-    return uow.session.scalar(select(func.count()).select_from(models.User)) or 0
+    return uow.connection().scalar(select(func.count()).select_from(USERS)) or 0
