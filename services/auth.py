@@ -8,6 +8,7 @@ audience checked, and no key material ever taken from the token's header.
 
 import base64
 import enum
+import functools
 import hashlib
 import json
 import re
@@ -39,6 +40,11 @@ _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _BEARER = re.compile(r"bearer +(\S+)", re.IGNORECASE)
 # Header parameters that point at keys: trusting them lets the token choose its own key.
 _KEY_REFERENCE_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256"})
+# Tokens verified by one service and remembered with their claims: a client sends the same
+# token with every request, and checking its signature and claims again would cost each
+# request more than any other step but its round trips. Bounded, so that many distinct
+# tokens only push old ones out.
+VERIFIED_TOKENS_KEPT = 1024
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -85,6 +91,16 @@ class Claims:
     user_id: int
     role: Role
     """The highest role the token names."""
+
+
+@dataclass(frozen=True, slots=True)
+class _VerifiedToken:
+    """What a token we issued says; whether it is valid now is for the clock to tell."""
+
+    claims: Claims
+    valid_from: float
+    """The later of `iat` and `nbf`."""
+    expires_at: float
 
 
 def bearer_token(header_values: Sequence[str]) -> str | None:
@@ -140,6 +156,9 @@ class TokenService:
         self._leeway = leeway_seconds
         self._clock = clock
         self._public_keys: dict[str, PublicKey] = {}
+        self._verified = functools.lru_cache(maxsize=VERIFIED_TOKENS_KEPT)(
+            self._verify_signature_and_claims
+        )
         self._secret: str | None = None
         self._signing_key: str | PrivateKey
         self._signing_kid: str | None = None
@@ -192,6 +211,18 @@ class TokenService:
         """The claims of a token we issued that is valid now; Unauthenticated otherwise."""
         if len(token) > MAX_TOKEN_LENGTH or not _TOKEN_SHAPE.fullmatch(token):
             raise Unauthenticated("The access token is malformed.")
+        verified = self._verified(token)
+        # Checked on every use, cached or not, against this service's clock.
+        now = self._clock()
+        if verified.expires_at <= now - self._leeway:
+            raise Unauthenticated("The access token has expired.")
+        if verified.valid_from > now + self._leeway:
+            raise Unauthenticated("The access token is not valid.")
+        return verified.claims
+
+    def _verify_signature_and_claims(self, token: str) -> _VerifiedToken:
+        """Everything about a token that time does not change; remembered in _verified.
+        Raises Unauthenticated (which lru_cache does not remember)."""
         header = _unverified_header(token)
         if header.get("typ") != ACCESS_TOKEN_TYPE or _KEY_REFERENCE_HEADERS & header.keys():
             raise Unauthenticated("The access token is not valid.")
@@ -202,14 +233,22 @@ class TokenService:
                 algorithms=[self.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                options={
+                    "require": ["exp", "iat", "sub", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
-        except jwt.ExpiredSignatureError as error:
-            raise Unauthenticated("The access token has expired.") from error
         except jwt.PyJWTError as error:
             raise Unauthenticated("The access token is not valid.") from error
-        return Claims(user_id=_subject(payload), role=_highest_role(payload))
+        issued_at = _numeric_date(payload["iat"])
+        not_before = _numeric_date(payload["nbf"]) if "nbf" in payload else issued_at
+        return _VerifiedToken(
+            claims=Claims(user_id=_subject(payload), role=_highest_role(payload)),
+            valid_from=max(issued_at, not_before),
+            expires_at=_numeric_date(payload["exp"]),
+        )
 
     def _verification_key(self, header: dict[str, Any]) -> str | PublicKey:
         kid = header.get("kid")
@@ -228,6 +267,12 @@ class TokenService:
             jwk = {k: v for k, v in _public_jwk(public_key).items() if k != "key_ops"}
             keys.append({**jwk, "kid": kid, "use": "sig", "alg": self.algorithm})
         return {"keys": keys}
+
+
+def _numeric_date(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthenticated("The access token is not valid.")
+    return float(value)
 
 
 def _subject(payload: dict[str, Any]) -> int:

@@ -8,7 +8,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.auth import Claims, Role, TokenService, bearer_token, key_id
+from services.auth import (
+    VERIFIED_TOKENS_KEPT,
+    Claims,
+    Role,
+    TokenService,
+    bearer_token,
+    key_id,
+)
 from services.errors import Unauthenticated
 from tests.forgery import forge, segment
 
@@ -87,6 +94,11 @@ FORGERIES = {
     "tampered payload": _tamper(sign(claims())),
     "expired": sign(claims(exp=int(time.time()) - 120)),
     "not yet valid": sign(claims(nbf=int(time.time()) + 600)),
+    "issued in the future": sign(claims(iat=int(time.time()) + 600)),
+    "exp not a number": sign(claims(exp=str(int(time.time()) + 600))),
+    "exp true": sign(claims(exp=True)),
+    "nbf not a number": sign(claims(nbf="yesterday")),
+    "nbf null": sign({**claims(), "nbf": None}),
     "missing exp": sign(claims(exp=None)),
     "missing iat": sign(claims(iat=None)),
     "missing sub": sign(claims(sub=None)),
@@ -131,6 +143,75 @@ def test_forgeries_are_refused(token: str) -> None:
 def test_an_expired_token_says_so() -> None:
     with pytest.raises(Unauthenticated, match="has expired"):
         hs256(clock=time.time).verify(FORGERIES["expired"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_remembered_token_still_expires_on_time() -> None:
+    clock = Clock()
+    service = hs256(clock=clock)
+    token = service.issue(user_id=5, role=Role.USER, ttl_seconds=60).token
+    assert service.verify(token).user_id == 5
+    clock.now += 60 + 30 - 1  # the last second of the leeway
+    assert service.verify(token).user_id == 5
+    clock.now += 1
+    with pytest.raises(Unauthenticated, match="has expired"):
+        service.verify(token)
+
+
+def test_a_token_is_verified_once_and_its_claims_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = hs256(clock=time.time)
+    token = service.issue(user_id=8, role=Role.ADMIN).token
+    decodes = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        decodes.append(args[0])
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    assert [service.verify(token) for _ in range(3)] == [Claims(8, Role.ADMIN)] * 3
+    assert len(decodes) == 1
+    # The token itself is the key: the same claims under a forged signature are checked anew.
+    with pytest.raises(Unauthenticated):
+        service.verify(_tamper(token))
+    with pytest.raises(Unauthenticated):
+        service.verify(token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
+    assert len(decodes) == 3
+    # Another service (another key) remembers nothing of this one's tokens.
+    with pytest.raises(Unauthenticated):
+        hs256(clock=time.time, secret="another-secret-of-at-least-32-bytes!!").verify(token)
+
+
+def test_only_signed_tokens_with_valid_claims_are_remembered() -> None:
+    service = hs256(clock=time.time)
+    for token in FORGERIES.values():
+        with pytest.raises(Unauthenticated):
+            service.verify(token)
+    # Ours, and refused for the time alone: a later call checks the time again.
+    timed = {FORGERIES[name] for name in ("expired", "not yet valid", "issued in the future")}
+    assert service._verified.cache_info().currsize == len(timed)
+    for token in timed:
+        assert service._verified(token).claims == Claims(7, Role.USER)
+
+
+def test_remembered_tokens_are_bounded() -> None:
+    service = hs256(clock=time.time)
+    first = service.issue(user_id=1, role=Role.USER).token
+    for user_id in range(1, VERIFIED_TOKENS_KEPT + 2):
+        service.verify(
+            first if user_id == 1 else service.issue(user_id=user_id, role=Role.USER).token
+        )
+    assert service._verified.cache_info().currsize == VERIFIED_TOKENS_KEPT
+    assert service.verify(first).user_id == 1  # pushed out, verified again
 
 
 def _rsa_key() -> rsa.RSAPrivateKey:
