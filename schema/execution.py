@@ -11,6 +11,7 @@ general way.
 tests/api/test_differential.py holds the two paths to the same bytes.
 """
 
+import enum
 import functools
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -46,6 +47,10 @@ class _Value(NamedTuple):
     item: "_Value | None"  # set for lists
     passes_str: bool = False
     """The serializer returns a str as it is (String and ID): no call needed for one."""
+    int_to_str: bool = False
+    """The serializer returns an int as its decimal string (ID)."""
+    members: "tuple[type, tuple[tuple[Any, str], ...]] | None" = None
+    """An enum's Python class and the name the serializer gives each of its members."""
 
 
 class _Field(NamedTuple):
@@ -100,6 +105,12 @@ def _value_lines(value: _Value, raw: str, out: str, namespace: dict[str, Any]) -
         namespace[f"serialize_{name}"] = value.serialize
         if value.passes_str:
             lines += [f"elif {raw}.__class__ is str:", f"    {out} = {raw}"]
+        if value.int_to_str:
+            lines += [f"elif {raw}.__class__ is int:", f"    {out} = str({raw})"]
+        if value.members is not None:
+            member_class, names = value.members
+            namespace[f"class_{name}"], namespace[f"names_{name}"] = member_class, dict(names)
+            lines += [f"elif {raw}.__class__ is class_{name}:", f"    {out} = names_{name}[{raw}]"]
         lines += [
             "else:",
             f"    {out} = serialize_{name}({raw})",
@@ -132,6 +143,17 @@ def _item_completer(value: _Value) -> Callable[[Any, Any], Any]:
     exec("\n".join(lines), namespace)  # noqa: S102 - no names from the document
     complete: Callable[[Any, Any], Any] = namespace["complete"]
     return complete
+
+
+def _members(
+    leaf: GraphQLScalarType | GraphQLEnumType,
+) -> tuple[type, tuple[tuple[Any, str], ...]] | None:
+    """For a Strawberry enum, its Python enum and each member's name as its serializer gives it."""
+    member_class = getattr(leaf, "wrapped_cls", None)
+    if not isinstance(leaf, GraphQLEnumType) or not isinstance(member_class, enum.EnumMeta):
+        return None
+    members: list[enum.Enum] = list(member_class)
+    return member_class, tuple((member, leaf.serialize(member)) for member in members)
 
 
 class LeafExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -186,7 +208,10 @@ class LeafExecutor(StrawberryGraphQLCoreExecutionContext):
                 return None
             read = getattr(definition.resolve, "read", None)
             attribute = None
-            if read is None:
+            if read is not None and definition.resolve.settled_by_role(self.context_value):
+                # A plan lives for one request, so one caller: no rule to apply per row.
+                read, attribute = None, definition.resolve.attribute
+            elif read is None:
                 if not getattr(definition.resolve, "_is_default", False):
                     return None
                 attribute = definition.extensions["strawberry-definition"].python_name
@@ -201,7 +226,15 @@ class LeafExecutor(StrawberryGraphQLCoreExecutionContext):
         inner = get_nullable_type(graphql_type)
         if isinstance(inner, GraphQLScalarType | GraphQLEnumType):
             passes_str = inner in (GraphQLString, GraphQLID)
-            return _Value(non_null, inner.serialize, None, None, passes_str=passes_str)
+            return _Value(
+                non_null,
+                inner.serialize,
+                None,
+                None,
+                passes_str=passes_str,
+                int_to_str=inner is GraphQLID,
+                members=_members(inner),
+            )
         if isinstance(inner, GraphQLList):
             item = self._value(inner.of_type, details)
             return None if item is None else _Value(non_null, None, None, item)

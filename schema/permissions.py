@@ -180,8 +180,14 @@ def _rule_resolver(coordinate: str, rule: Rule, field_name: str) -> Callable[...
     def resolve(source: Any, info: GraphQLResolveInfo[Any], **_: Any) -> Any:
         return read(source, info.context)
 
-    # What schema/execution.py calls when it completes a whole row in one pass.
+    def settled_by_role(context: Context) -> bool:
+        """Whether the caller's role alone admits them, so that every row reads `attribute`."""
+        return rule.allows(context.principal.role)
+
+    # What schema/execution.py uses when it completes a whole row in one pass.
     resolve.read = read  # type: ignore[attr-defined]
+    resolve.settled_by_role = settled_by_role  # type: ignore[attr-defined]
+    resolve.attribute = attribute  # type: ignore[attr-defined]
     return resolve
 
 

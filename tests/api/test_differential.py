@@ -20,6 +20,7 @@ from app import Settings, create_app
 from db import models
 from schema import limits
 from schema.execution import LeafExecutor
+from schema.permissions import Rule
 from services.auth import Role, TokenService
 from services.documents import Lru
 from services.rate_limit import Rate
@@ -79,6 +80,32 @@ def test_the_general_path_really_is_taken(
     errors = body.get_json()["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["FORBIDDEN", "FORBIDDEN"]
     assert len(calls) > 3  # the connection, then edge by edge once the fast pass gave up
+
+
+def test_a_rule_the_role_settles_costs_nothing_per_row(
+    admin_client: FlaskClient,
+    user_client: FlaskClient,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_users(session_factory, 5)
+    checks: list[int] = []
+    original = Rule.allows
+
+    def counting(self: Rule, role: Role) -> bool:
+        checks.append(1)
+        return original(self, role)
+
+    monkeypatch.setattr(Rule, "allows", counting)
+    query = {"query": "{ users(first: 7) { edges { node { id email } } } }"}
+    admin_page = admin_client.post("/graphql", json=query).get_json()
+    assert len(admin_page["data"]["users"]["edges"]) == 7
+    admin_checks, checks[:] = len(checks), []
+    user_page = user_client.post("/graphql", json=query).get_json()
+    assert len(user_page["data"]["users"]["edges"]) == 7
+    # Query.users and the plan's one look at User.email, against a check on each row.
+    assert admin_checks == 2
+    assert len(checks) >= 7
 
 
 @contextmanager
