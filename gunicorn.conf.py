@@ -3,8 +3,11 @@
 Run: gunicorn 'app:create_app()'. Every value below can be set from the environment.
 """
 
+import gc
+import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 # All interfaces by default: in a container the port is published from outside.
 bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -31,6 +34,25 @@ limit_request_field_size = 8190
 # Recycle workers now and then, staggered, so slow leaks cannot accumulate.
 max_requests = 1000
 max_requests_jitter = 100
+
+
+def on_starting(server: Any) -> None:
+    """Imports the app's module once, in the master, so that every worker forks with it.
+
+    Importing Strawberry, graphql-core and SQLAlchemy costs a worker about 0.6 s of CPU, and
+    with max_requests a worker starts again every thousand requests: imported here, a restart
+    costs a tenth of that. Only the module: each worker still builds its own app, engine and
+    pools after the fork. Frozen, the imported objects are left out of every collection.
+    """
+    module, _, _ = str(server.app.app_uri).partition(":")
+    importlib.import_module(module)
+    gc.freeze()
+
+
+def post_worker_init(worker: Any) -> None:
+    """What the app built at start lives as long as the worker; no collection need scan it."""
+    gc.freeze()
+
 
 # userql writes one JSON line per request itself; gunicorn keeps its own log on stdout.
 accesslog = None
