@@ -273,16 +273,33 @@ DOCUMENT_CACHE_SIZE = 512
 _PARSED: Lru[tuple[str, int], DocumentNode] = Lru(DOCUMENT_CACHE_SIZE)
 
 
+class _Parsed:
+    """A document as a cache key, by identity: the same text parses to the same object (see
+    _PARSED), and a document's own hash walks its whole tree on every lookup."""
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: DocumentNode) -> None:
+        self.document = document
+
+    def __hash__(self) -> int:
+        return id(self.document)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Parsed) and other.document is self.document
+
+
+# Each cached key holds its document, so no other document can take its id meanwhile.
 @functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
-def _cached_static_limit_error(document: DocumentNode, limits: QueryLimits) -> GraphQLError | None:
-    return static_limit_error(document, limits)
+def _cached_static_limit_error(parsed: _Parsed, limits: QueryLimits) -> GraphQLError | None:
+    return static_limit_error(parsed.document, limits)
 
 
 @functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
 def _cached_validation(
-    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
+    schema: GraphQLSchema, parsed: _Parsed, rules: tuple[type[ASTValidationRule], ...]
 ) -> list[GraphQLError]:
-    return validate(schema, document, rules)
+    return validate(schema, parsed.document, rules)
 
 
 def _error(message: str, code: str) -> GraphQLError:
@@ -315,14 +332,15 @@ class QueryLimitsExtension(SchemaExtension):
         if document is not None and execution.query is not None:
             _PARSED.put((execution.query, execution.context.limits.max_tokens), document)
         if document is not None:
-            error = _cached_static_limit_error(document, execution.context.limits)
+            parsed = _Parsed(document)
+            error = _cached_static_limit_error(parsed, execution.context.limits)
             # Either way validation is decided here, so Strawberry's own step is skipped: a
             # document over a limit never reaches the validator.
             execution.pre_execution_errors = (
                 [error]
                 if error is not None
                 else _cached_validation(
-                    execution.schema._schema, document, tuple(execution.validation_rules)
+                    execution.schema._schema, parsed, tuple(execution.validation_rules)
                 )
             )
         yield
