@@ -292,7 +292,7 @@ def main() -> int:
         .token
     )
     # The same gunicorn settings for both servers; set these to compare configurations.
-    passed = ("WEB_CONCURRENCY", "GUNICORN_THREADS")
+    passed = ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_MAX_REQUESTS")
     env = {
         **{name: os.environ[name] for name in passed if name in os.environ},
         "DATABASE_URL": url,
