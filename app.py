@@ -27,8 +27,8 @@ import urllib3
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
+from cross_web import FlaskHTTPRequestAdapter, SyncHTTPRequestAdapter
 from cross_web import HTTPException as GraphQLHTTPException
-from cross_web import SyncHTTPRequestAdapter
 from dotenv import dotenv_values
 from flask import Flask, Request, Response, g, request, send_from_directory
 from flask.typing import ResponseReturnValue
@@ -543,8 +543,19 @@ def _is_request_error(response: GraphQLHTTPResponse) -> bool:
     return response.get("data") is None and bool(errors) and all("path" not in e for e in errors)
 
 
+class _JsonRequestAdapter(FlaskHTTPRequestAdapter):
+    @property
+    def body(self) -> str | bytes:
+        # Only JSON is accepted (see parse_http_body), and `request.data` would first set up
+        # werkzeug's form parsing for it: a twentieth of a small request's CPU.
+        body: bytes = self.request.get_data(parse_form_data=False)
+        return body.decode()
+
+
 class UserqlGraphQLView(GraphQLView[Context, None]):
     """The only glue between HTTP and GraphQL."""
+
+    request_adapter_class = _JsonRequestAdapter
 
     # A view per request (Flask's default, said here because _database relies on it).
     init_every_request = True
