@@ -652,8 +652,10 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
                 return _refusal("provided sha does not match query", PERSISTED_QUERY_INVALID)
             elif may_register:
                 services.persisted.put(key, document)
-        untrusted = document is not None and documents.digest(document) not in (trusted or {})
-        if trusted is not None and not may_register and untrusted:
+        if may_register or document is None:
+            return document
+        # Only here is there a manifest (may_register holds without one) to check against.
+        if documents.digest(document) not in (trusted or {}):
             return _refusal(
                 "Only the operations in the trusted-documents manifest may run.",
                 OPERATION_NOT_TRUSTED,
