@@ -1,14 +1,16 @@
 """The deployment files agree with the code: every setting documented and templated, the
 gunicorn config as described, compose refusing to start without its secrets."""
 
+import gc
 import importlib.util
 import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -85,7 +87,14 @@ def test_the_readme_documents_every_setting(tmp_path: Path) -> None:
 
 
 def load_gunicorn_config(monkeypatch: pytest.MonkeyPatch, **environ: str) -> ModuleType:
-    for name in ("BIND", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "LOG_LEVEL"):
+    for name in (
+        "BIND",
+        "PORT",
+        "WEB_CONCURRENCY",
+        "GUNICORN_THREADS",
+        "GUNICORN_MAX_REQUESTS",
+        "LOG_LEVEL",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
@@ -107,7 +116,7 @@ def test_gunicorn_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert config.preload_app is False  # engines are built in each worker, after the fork
     assert (config.timeout, config.graceful_timeout) == (30, 30)
-    assert (config.max_requests, config.max_requests_jitter) == (1000, 100)
+    assert (config.max_requests, config.max_requests_jitter) == (10000, 1000)
     assert (config.accesslog, config.errorlog) == (None, "-")
 
 
@@ -117,6 +126,26 @@ def test_gunicorn_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert load_gunicorn_config(monkeypatch, BIND="127.0.0.1:7000", PORT="9000").bind == (
         "127.0.0.1:7000"
     )
+
+
+def test_gunicorn_reads_max_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_gunicorn_config(monkeypatch, GUNICORN_MAX_REQUESTS="500")
+    assert (config.max_requests, config.max_requests_jitter) == (500, 50)
+
+
+def test_gunicorn_imports_the_app_module_once_in_the_master(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = load_gunicorn_config(monkeypatch)
+    monkeypatch.delitem(sys.modules, "tests.google_fake", raising=False)
+    server = SimpleNamespace(app=SimpleNamespace(app_uri="tests.google_fake:create_app()"))
+    try:
+        config.on_starting(server)
+        # Forked workers find it imported, and a collection leaves its objects alone.
+        assert "tests.google_fake" in sys.modules
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def compose(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
