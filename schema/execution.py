@@ -14,7 +14,7 @@ tests/api/test_differential.py holds the two paths to the same bytes.
 import enum
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from graphql import (
     GraphQLEnumType,
@@ -23,6 +23,7 @@ from graphql import (
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLScalarType,
+    GraphQLSchema,
     GraphQLString,
     get_nullable_type,
     is_non_null_type,
@@ -31,6 +32,7 @@ from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import Path, Undefined
 from sqlalchemy.engine import Row
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.field import StrawberryField
 
 Reader = Callable[[Any, Any], Any]
 
@@ -57,7 +59,7 @@ class _Value(NamedTuple):
 class _Field(NamedTuple):
     key: str
     read: Reader | None
-    """A type-field rule's reader, or None to read `attribute` of the source."""
+    """A type-field rule's reader or a source reader, or None to read `attribute` of the source."""
     attribute: str | None
     value: _Value
 
@@ -146,6 +148,40 @@ def _item_completer(value: _Value) -> Callable[[Any, Any], Any]:
     return complete
 
 
+def install_source_readers(schema: GraphQLSchema) -> None:
+    """Gives each field computed from its source alone (a resolver that takes nothing but the
+    source: no arguments, no info, not async, no field extensions) a reader, as type-field
+    rules have one, so that it is completed in the one pass instead of sending its whole
+    object down the general path."""
+    roots = (schema.query_type, schema.mutation_type, schema.subscription_type)
+    for graphql_type in schema.type_map.values():
+        if not isinstance(graphql_type, GraphQLObjectType) or graphql_type in roots:
+            continue
+        for field in graphql_type.fields.values():
+            strawberry_field = (field.extensions or {}).get("strawberry-definition")
+            read, resolve = _source_reader(strawberry_field), field.resolve
+            if read is not None and resolve is not None and not hasattr(resolve, "read"):
+                resolve.read = read
+
+
+def _source_reader(field: StrawberryField | None) -> Reader | None:
+    resolver = None if field is None else field.base_resolver
+    if field is None or resolver is None or field.arguments or field.extensions:
+        return None
+    if resolver.info_parameter is not None or resolver.is_async:
+        return None
+    function = cast(Callable[..., Any], resolver.wrapped_func)
+    parameters = list(resolver.signature.parameters.values())
+    sources = [resolver.self_parameter, resolver.root_parameter, resolver.parent_parameter]
+    if len(parameters) != 1 or parameters[0] not in sources:
+        return None
+    # As Strawberry calls it: self positionally, root and parent by name.
+    if parameters[0] is resolver.self_parameter:
+        return lambda source, _context: function(source)
+    name = parameters[0].name
+    return lambda source, _context: function(**{name: source})
+
+
 def _members(
     leaf: GraphQLScalarType | GraphQLEnumType,
 ) -> tuple[type, tuple[tuple[Any, str], ...]] | None:
@@ -221,7 +257,8 @@ class LeafExecutor(StrawberryGraphQLCoreExecutionContext):
                 return None
             read = getattr(definition.resolve, "read", None)
             attribute = None
-            if read is not None and definition.resolve.settled_by_role(self.context_value):
+            settled_by_role = getattr(definition.resolve, "settled_by_role", None)
+            if settled_by_role is not None and settled_by_role(self.context_value):
                 # A plan lives for one request, so one caller: no rule to apply per row.
                 read, attribute = None, definition.resolve.attribute
             elif read is None:

@@ -43,10 +43,16 @@ def user_attributes(graphql_names: Iterable[str]) -> set[str]:
     return {_ATTRIBUTES[name] for name in graphql_names if name in _ATTRIBUTES}
 
 
+def _cursor(root: "UserEdge") -> str:
+    return encode_cursor(root.user_id)
+
+
 @strawberry.type
 class UserEdge:
-    cursor: str
+    # Encoded when asked for: most pages are read without a cursor per row.
+    cursor: str = strawberry.field(resolver=_cursor)
     node: User
+    user_id: strawberry.Private[int]
 
 
 def _total_count(root: "UserConnection") -> int:
@@ -67,10 +73,8 @@ class UserConnection:
 
     @classmethod
     def from_page(cls, page: UserPage) -> Self:
-        edges = [
-            UserEdge(cursor=encode_cursor(record.id), node=as_user(record)) for record in page.users
-        ]
-        end_cursor = edges[-1].cursor if edges else None
+        edges = [UserEdge(node=as_user(record), user_id=record.id) for record in page.users]
+        end_cursor = encode_cursor(page.users[-1].id) if page.users else None
         return cls(
             edges=edges,
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=end_cursor),

@@ -21,6 +21,7 @@ from db import models
 from schema import limits
 from schema.execution import LeafExecutor
 from schema.permissions import Rule
+from schema.types.pagination import encode_cursor
 from services.auth import Role, TokenService
 from services.documents import Lru
 from services.rate_limit import Rate
@@ -80,6 +81,29 @@ def test_the_general_path_really_is_taken(
     errors = body.get_json()["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["FORBIDDEN", "FORBIDDEN"]
     assert len(calls) > 3  # the connection, then edge by edge once the fast pass gave up
+
+
+def test_cursors_and_total_count_complete_in_the_one_pass(
+    admin_client: FlaskClient,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_users(session_factory, 3)
+    calls: list[int] = []
+    original = LeafExecutor.execute_fields
+
+    def counting(self: LeafExecutor, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LeafExecutor, "execute_fields", counting)
+    query = "{ users(first: 3) { totalCount edges { cursor node { id } } } }"
+    page = admin_client.post("/graphql", json={"query": query}).get_json()["data"]["users"]
+    assert page["totalCount"] == 4
+    assert [edge["cursor"] for edge in page["edges"]] == [
+        encode_cursor(int(edge["node"]["id"])) for edge in page["edges"]
+    ]
+    assert len(calls) == 2  # the root fields, then the whole connection at once
 
 
 def test_a_rule_the_role_settles_costs_nothing_per_row(
