@@ -13,6 +13,7 @@ tests/api/test_differential.py holds the two paths to the same bytes.
 
 import enum
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, cast
 
@@ -175,8 +176,9 @@ def _source_reader(field: StrawberryField | None) -> Reader | None:
     sources = [resolver.self_parameter, resolver.root_parameter, resolver.parent_parameter]
     if len(parameters) != 1 or parameters[0] not in sources:
         return None
-    # As Strawberry calls it: self positionally, root and parent by name.
-    if parameters[0] is resolver.self_parameter:
+    # Strawberry passes self by position, root and parent by name: the same call, for a
+    # resolver's only parameter, unless it is keyword-only.
+    if parameters[0].kind is not inspect.Parameter.KEYWORD_ONLY:
         return lambda source, _context: function(source)
     name = parameters[0].name
     return lambda source, _context: function(**{name: source})

@@ -43,16 +43,22 @@ def user_attributes(graphql_names: Iterable[str]) -> set[str]:
     return {_ATTRIBUTES[name] for name in graphql_names if name in _ATTRIBUTES}
 
 
+# An edge is its user's record itself, as a User is (see as_user): a page of a hundred users
+# builds no object per row, and a cursor is encoded only when asked for.
+
+
 def _cursor(root: "UserEdge") -> str:
-    return encode_cursor(root.user_id)
+    return encode_cursor(cast(UserRecord, root).id)
+
+
+def _node(root: "UserEdge") -> User:
+    return cast(User, root)
 
 
 @strawberry.type
 class UserEdge:
-    # Encoded when asked for: most pages are read without a cursor per row.
     cursor: str = strawberry.field(resolver=_cursor)
-    node: User
-    user_id: strawberry.Private[int]
+    node: User = strawberry.field(resolver=_node)
 
 
 def _total_count(root: "UserConnection") -> int:
@@ -73,10 +79,9 @@ class UserConnection:
 
     @classmethod
     def from_page(cls, page: UserPage) -> Self:
-        edges = [UserEdge(node=as_user(record), user_id=record.id) for record in page.users]
         end_cursor = encode_cursor(page.users[-1].id) if page.users else None
         return cls(
-            edges=edges,
+            edges=cast(list[UserEdge], page.users),
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=end_cursor),
             total=page.total_count,
         )

@@ -34,6 +34,11 @@ class Item:
         return f"parent {parent.n}"
 
     @strawberry.field
+    @staticmethod
+    def by_keyword(*, root: "Item") -> str:
+        return f"keyword {root.n}"
+
+    @strawberry.field
     def with_info(self, info: strawberry.Info) -> str:
         return info.field_name
 
@@ -63,6 +68,7 @@ def test_resolvers_of_the_source_alone_are_read_as_strawberry_calls_them() -> No
     assert _reader("by_self")(item, None) == "self 3"
     assert _reader("by_root")(item, None) == "root 3"
     assert _reader("by_parent")(item, None) == "parent 3"
+    assert _reader("by_keyword")(item, None) == "keyword 3"
 
 
 def test_other_fields_are_left_to_the_general_path() -> None:
