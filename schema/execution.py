@@ -60,9 +60,11 @@ class _Value(NamedTuple):
 class _Field(NamedTuple):
     key: str
     read: Reader | None
-    """A type-field rule's reader or a source reader, or None to read `attribute` of the source."""
+    """A type-field rule's reader, or None to read `attribute` of the source."""
     attribute: str | None
     value: _Value
+    computed: Callable[[Any], Any] | None = None
+    """A resolver of the source alone (see install_source_readers), called with it."""
 
 
 # Hashable all the way down (readers and serializers compare by identity), so that a plan
@@ -88,7 +90,10 @@ def _compile(plan: _Plan) -> Callable[[Any, Any], dict[str, Any]]:
     outputs = []
     for index, field in enumerate(plan):
         raw, out = f"raw{index}", f"out{index}"
-        if field.read is None:
+        if field.computed is not None:
+            namespace[f"computed{index}"] = field.computed
+            lines.append(f"    {raw} = computed{index}(source)")
+        elif field.read is None:
             lines.append(f"    {raw} = source.{field.attribute}")
         else:
             namespace[f"read{index}"] = field.read
@@ -150,9 +155,9 @@ def _item_completer(value: _Value) -> Callable[[Any, Any], Any]:
 
 
 def install_source_readers(schema: GraphQLSchema) -> None:
-    """Gives each field computed from its source alone (a resolver that takes nothing but the
-    source: no arguments, no info, not async, no field extensions) a reader, as type-field
-    rules have one, so that it is completed in the one pass instead of sending its whole
+    """Marks each field computed from its source alone (a resolver that takes nothing but the
+    source: no arguments, no info, not async, no field extensions) with the function to call
+    on the source, so that it is completed in the one pass instead of sending its whole
     object down the general path."""
     roots = (schema.query_type, schema.mutation_type, schema.subscription_type)
     for graphql_type in schema.type_map.values():
@@ -160,12 +165,12 @@ def install_source_readers(schema: GraphQLSchema) -> None:
             continue
         for field in graphql_type.fields.values():
             strawberry_field = (field.extensions or {}).get("strawberry-definition")
-            read, resolve = _source_reader(strawberry_field), field.resolve
-            if read is not None and resolve is not None and not hasattr(resolve, "read"):
-                resolve.read = read
+            computed, resolve = _source_function(strawberry_field), field.resolve
+            if computed is not None and resolve is not None and not hasattr(resolve, "read"):
+                resolve.computed = computed
 
 
-def _source_reader(field: StrawberryField | None) -> Reader | None:
+def _source_function(field: StrawberryField | None) -> Callable[[Any], Any] | None:
     resolver = None if field is None else field.base_resolver
     if field is None or resolver is None or field.arguments or field.extensions:
         return None
@@ -179,9 +184,9 @@ def _source_reader(field: StrawberryField | None) -> Reader | None:
     # Strawberry passes self by position, root and parent by name: the same call, for a
     # resolver's only parameter, unless it is keyword-only.
     if parameters[0].kind is not inspect.Parameter.KEYWORD_ONLY:
-        return lambda source, _context: function(source)
+        return function
     name = parameters[0].name
-    return lambda source, _context: function(**{name: source})
+    return lambda source: function(**{name: source})
 
 
 def _members(
@@ -258,19 +263,20 @@ class LeafExecutor(StrawberryGraphQLCoreExecutionContext):
             if definition is None:
                 return None
             read = getattr(definition.resolve, "read", None)
+            computed = getattr(definition.resolve, "computed", None)
             attribute = None
             settled_by_role = getattr(definition.resolve, "settled_by_role", None)
             if settled_by_role is not None and settled_by_role(self.context_value):
                 # A plan lives for one request, so one caller: no rule to apply per row.
                 read, attribute = None, definition.resolve.attribute
-            elif read is None:
+            elif read is None and computed is None:
                 if not getattr(definition.resolve, "_is_default", False):
                     return None
                 attribute = definition.extensions["strawberry-definition"].python_name
             value = self._value(definition.type, details)
             if value is None:
                 return None
-            plan.append(_Field(key, read, attribute, value))
+            plan.append(_Field(key, read, attribute, value, computed))
         return tuple(plan)
 
     def _value(self, graphql_type: GraphQLOutputType, details: FieldDetailsList) -> _Value | None:

@@ -52,7 +52,7 @@ def _cursor(root: "UserEdge") -> str:
 
 
 def _node(root: "UserEdge") -> User:
-    return cast(User, root)
+    return root  # type: ignore[return-value]
 
 
 @strawberry.type

@@ -7,7 +7,7 @@ import strawberry
 from strawberry.extensions import FieldExtension
 from strawberry.types.base import get_object_definition
 
-from schema.execution import _source_reader
+from schema.execution import _source_function
 
 
 class Shout(FieldExtension):
@@ -58,20 +58,20 @@ class Item:
     shouted: str = strawberry.field(resolver=lambda root: f"shouted {root.n}", extensions=[Shout()])
 
 
-def _reader(name: str) -> Any:
+def _function(name: str) -> Any:
     [field] = [f for f in get_object_definition(Item, strict=True).fields if f.name == name]
-    return _source_reader(field)
+    return _source_function(field)
 
 
 def test_resolvers_of_the_source_alone_are_read_as_strawberry_calls_them() -> None:
     item = Item(n=3)
-    assert _reader("by_self")(item, None) == "self 3"
-    assert _reader("by_root")(item, None) == "root 3"
-    assert _reader("by_parent")(item, None) == "parent 3"
-    assert _reader("by_keyword")(item, None) == "keyword 3"
+    assert _function("by_self")(item) == "self 3"
+    assert _function("by_root")(item) == "root 3"
+    assert _function("by_parent")(item) == "parent 3"
+    assert _function("by_keyword")(item) == "keyword 3"
 
 
 def test_other_fields_are_left_to_the_general_path() -> None:
     for name in ("n", "with_info", "with_argument", "constant", "later", "shouted"):
-        assert _reader(name) is None, name
-    assert _source_reader(None) is None
+        assert _function(name) is None, name
+    assert _source_function(None) is None
