@@ -62,48 +62,42 @@ def test_the_corpus_is_the_suite() -> None:
     assert any("__typename" in document and "fragment" in document for document in CORPUS)
 
 
+@pytest.fixture
+def completions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per object (or set of root fields) the executor completes."""
+    calls: list[int] = []
+    original = LeafExecutor.execute_fields
+
+    def counting(self: LeafExecutor, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LeafExecutor, "execute_fields", counting)
+    return calls
+
+
 def test_the_general_path_really_is_taken(
-    user_client: FlaskClient,
-    session_factory: sessionmaker[Session],
-    monkeypatch: pytest.MonkeyPatch,
+    user_client: FlaskClient, session_factory: sessionmaker[Session], completions: list[int]
 ) -> None:
     # A hidden email fails the one-pass completion: graphql-core redoes that row and reports.
     make_users(session_factory, 2)
-    calls: list[int] = []
-    original = LeafExecutor.execute_fields
-
-    def counting(self: LeafExecutor, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LeafExecutor, "execute_fields", counting)
     body = user_client.post("/graphql", json={"query": "{ users { edges { node { email } } } }"})
     errors = body.get_json()["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["FORBIDDEN", "FORBIDDEN"]
-    assert len(calls) > 3  # the connection, then edge by edge once the fast pass gave up
+    assert len(completions) > 3  # the connection, then edge by edge once the fast pass gave up
 
 
 def test_cursors_and_total_count_complete_in_the_one_pass(
-    admin_client: FlaskClient,
-    session_factory: sessionmaker[Session],
-    monkeypatch: pytest.MonkeyPatch,
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], completions: list[int]
 ) -> None:
     make_users(session_factory, 3)
-    calls: list[int] = []
-    original = LeafExecutor.execute_fields
-
-    def counting(self: LeafExecutor, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LeafExecutor, "execute_fields", counting)
     query = "{ users(first: 3) { totalCount edges { cursor node { id } } } }"
     page = admin_client.post("/graphql", json={"query": query}).get_json()["data"]["users"]
     assert page["totalCount"] == 4
     assert [edge["cursor"] for edge in page["edges"]] == [
         encode_cursor(int(edge["node"]["id"])) for edge in page["edges"]
     ]
-    assert len(calls) == 2  # the root fields, then the whole connection at once
+    assert len(completions) == 2  # the root fields, then the whole connection at once
 
 
 def test_a_rule_the_role_settles_costs_nothing_per_row(
