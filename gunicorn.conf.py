@@ -43,8 +43,8 @@ def on_starting(server: Any) -> None:
     """Imports the app's module once, in the master, so that every worker forks with it.
 
     Importing Strawberry, graphql-core and SQLAlchemy costs a worker about 0.6 s of CPU, and
-    with max_requests a worker starts again every thousand requests: imported here, a restart
-    costs a tenth of that. Only the module: each worker still builds its own app, engine and
+    with max_requests every worker starts again now and then: imported here, a restart costs
+    a tenth of that. Only the module: each worker still builds its own app, engine and
     pools after the fork. Frozen, the imported objects are left out of every collection.
     """
     module, _, _ = str(server.app.app_uri).partition(":")

@@ -64,7 +64,7 @@ class _Field(NamedTuple):
     attribute: str | None
     value: _Value
     computed: Callable[[Any], Any] | None = None
-    """A resolver of the source alone (see install_source_readers), called with it."""
+    """A resolver of the source alone (see install_source_functions), called with it."""
 
 
 # Hashable all the way down (readers and serializers compare by identity), so that a plan
@@ -154,7 +154,7 @@ def _item_completer(value: _Value) -> Callable[[Any, Any], Any]:
     return complete
 
 
-def install_source_readers(schema: GraphQLSchema) -> None:
+def install_source_functions(schema: GraphQLSchema) -> None:
     """Marks each field computed from its source alone (a resolver that takes nothing but the
     source: no arguments, no info, not async, no field extensions) with the function to call
     on the source, so that it is completed in the one pass instead of sending its whole

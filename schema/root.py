@@ -4,7 +4,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
-from schema.execution import LeafExecutor, install_source_readers
+from schema.execution import LeafExecutor, install_source_functions
 from schema.limits import QueryLimitsExtension
 from schema.mutation import Mutation
 from schema.operation_log import OperationLog
@@ -41,7 +41,7 @@ schema = UserqlSchema(
     execution_context_class=LeafExecutor,
 )
 install_field_rules(schema._schema)
-install_source_readers(schema._schema)
+install_source_functions(schema._schema)
 
 
 def schema_for(role: Role) -> str:
