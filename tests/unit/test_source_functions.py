@@ -1,5 +1,5 @@
 """Which computed fields the one-pass completion may read itself: only those Strawberry would
-call with the source alone, and the reader calls them as Strawberry does."""
+call with the source alone, and each is called as Strawberry calls it."""
 
 from typing import Any
 
