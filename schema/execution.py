@@ -189,6 +189,20 @@ def _source_function(field: StrawberryField | None) -> Callable[[Any], Any] | No
     return lambda source: function(**{name: source})
 
 
+@functools.cache
+def _leaf_value(leaf: GraphQLScalarType | GraphQLEnumType, non_null: bool) -> _Value:
+    # Planned for every request: a leaf's completion depends on its type alone.
+    return _Value(
+        non_null,
+        leaf.serialize,
+        None,
+        None,
+        passes_str=leaf in (GraphQLString, GraphQLID),
+        int_to_str=leaf is GraphQLID,
+        members=_members(leaf),
+    )
+
+
 def _members(
     leaf: GraphQLScalarType | GraphQLEnumType,
 ) -> tuple[type, tuple[tuple[Any, str], ...]] | None:
@@ -283,16 +297,7 @@ class LeafExecutor(StrawberryGraphQLCoreExecutionContext):
         non_null = is_non_null_type(graphql_type)
         inner = get_nullable_type(graphql_type)
         if isinstance(inner, GraphQLScalarType | GraphQLEnumType):
-            passes_str = inner in (GraphQLString, GraphQLID)
-            return _Value(
-                non_null,
-                inner.serialize,
-                None,
-                None,
-                passes_str=passes_str,
-                int_to_str=inner is GraphQLID,
-                members=_members(inner),
-            )
+            return _leaf_value(inner, non_null)
         if isinstance(inner, GraphQLList):
             item = self._value(inner.of_type, details)
             return None if item is None else _Value(non_null, None, None, item)
