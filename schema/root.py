@@ -1,10 +1,12 @@
 import strawberry
 from graphql import GraphQLError, GraphQLObjectType, GraphQLSchema, print_schema
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
 from schema.execution import LeafExecutor, install_source_functions
+from schema.extension_hooks import KeptHooksRunner
 from schema.limits import QueryLimitsExtension
 from schema.mutation import Mutation
 from schema.operation_log import OperationLog
@@ -23,6 +25,11 @@ class UserqlSchema(strawberry.Schema):
         # Strawberry logs every error, a typo in a query included, at ERROR. The HTTP view
         # logs exactly the unexpected ones, with their traceback, when it masks them.
         return None
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> KeptHooksRunner:
+        return KeptHooksRunner(execution_context=execution_context, extensions=extensions)
 
 
 apply_rules(Query, Mutation, User)

@@ -1,0 +1,83 @@
+"""Strawberry's extension runner, with each extension class's hooks wrapped once per process.
+
+For every operation Strawberry looks up each extension's four hooks again, asks `inspect`
+whether each is a generator function and wraps it with `contextlib.contextmanager`, which
+copies its metadata with `functools.update_wrapper`: for a single `user(id)` more CPU than the
+hooks' own work. What that produces depends on the extension's class alone, so it is kept per
+class here; entering and leaving the hooks is still Strawberry's, in its order.
+"""
+
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.context import (
+    ExecutingContextManager,
+    ExtensionContextManagerBase,
+    OperationContextManager,
+    ParsingContextManager,
+    ValidationContextManager,
+    WrappedHook,
+)
+from strawberry.extensions.runner import SchemaExtensionsRunner
+
+_HookFactory = Callable[[SchemaExtension], contextlib.AbstractContextManager[None]]
+
+
+_Wrapper = Callable[[ExtensionContextManagerBase, SchemaExtension], WrappedHook | None]
+_WRAPPERS: dict[tuple[type[SchemaExtension], str], _Wrapper] = {}
+
+
+def _wrapper(extension_class: type[SchemaExtension], name: str) -> _Wrapper:
+    """How to wrap this class's hook for an operation: as Strawberry would, in less time."""
+    hook: Callable[[SchemaExtension], Iterator[None]] = getattr(extension_class, name)
+    if hook is getattr(SchemaExtension, name):
+        return lambda _manager, _extension: None
+    if not inspect.isgeneratorfunction(hook):
+        return ExtensionContextManagerBase.get_hook  # async and plain callables
+    factory: _HookFactory = contextlib.contextmanager(hook)
+    return lambda _manager, extension: WrappedHook(
+        extension=extension, hook=functools.partial(factory, extension), is_async=False
+    )
+
+
+class _KeptHooks(ExtensionContextManagerBase):
+    def get_hook(self, extension: SchemaExtension) -> WrappedHook | None:
+        key = (type(extension), self.HOOK_NAME)
+        wrap = _WRAPPERS.get(key)
+        if wrap is None:
+            wrap = _WRAPPERS[key] = _wrapper(*key)
+        return wrap(self, extension)
+
+
+class _Operation(_KeptHooks, OperationContextManager):
+    __slots__ = ()
+
+
+class _Validation(_KeptHooks, ValidationContextManager):
+    __slots__ = ()
+
+
+class _Parsing(_KeptHooks, ParsingContextManager):
+    __slots__ = ()
+
+
+class _Executing(_KeptHooks, ExecutingContextManager):
+    __slots__ = ()
+
+
+class KeptHooksRunner(SchemaExtensionsRunner):
+    def operation(self) -> Any:
+        return _Operation(self.extensions)
+
+    def validation(self) -> Any:
+        return _Validation(self.extensions)
+
+    def parsing(self) -> Any:
+        return _Parsing(self.extensions)
+
+    def executing(self) -> Any:
+        return _Executing(self.extensions)

@@ -1,0 +1,103 @@
+"""KeptHooksRunner runs extension hooks exactly as Strawberry's own runner does."""
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import strawberry
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.types import ExecutionContext
+
+from schema.extension_hooks import KeptHooksRunner
+
+EVENTS: list[str] = []
+
+
+class Wrapping(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        EVENTS.append("operation: enter")
+        try:
+            yield
+        except Exception as error:
+            EVENTS.append(f"operation: saw {error}")
+            raise
+        EVENTS.append("operation: leave")
+
+    def on_parse(self) -> Iterator[None]:
+        EVENTS.append("parse")
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        EVENTS.append("validate: enter")
+        yield
+        EVENTS.append("validate: leave")
+
+    def on_execute(self) -> Iterator[None]:
+        EVENTS.append(f"execute: {self.execution_context.operation_name}")
+        yield
+
+
+class Plain(SchemaExtension):
+    def on_execute(self) -> None:  # type: ignore[override]
+        EVENTS.append("plain execute")
+
+
+class Failing(SchemaExtension):
+    def on_execute(self) -> Iterator[None]:
+        if self.execution_context.operation_name == "Fail":
+            raise RuntimeError("refused")
+        yield
+
+
+class Asynchronous(SchemaExtension):
+    async def on_execute(self) -> Any:
+        yield
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def greeting(self) -> str:
+        return "hello"
+
+
+class KeptSchema(strawberry.Schema):
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return KeptHooksRunner(execution_context=execution_context, extensions=extensions)
+
+
+def _run(schema_class: type[strawberry.Schema], extensions: list[Any], query: str) -> Any:
+    EVENTS.clear()
+    schema = schema_class(query=Query, extensions=extensions)
+    try:
+        result = schema.execute_sync(query)
+    except RuntimeError as error:
+        return ("raised", str(error)), list(EVENTS)
+    # Strawberry names a failing hook by its extension's repr, which holds an address.
+    errors = [re.sub(" at 0x[0-9a-f]+", "", error.message) for error in result.errors or []]
+    return (result.data, errors), list(EVENTS)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["query Hello { greeting }", "query Fail { greeting }", "{ nope }", "{ greeting"],
+    ids=["ok", "hook raises", "invalid", "syntax error"],
+)
+def test_hooks_run_in_the_same_order_with_the_same_outcome(query: str) -> None:
+    extensions = [Wrapping, Plain, Failing]
+
+    kept = _run(KeptSchema, extensions, query)
+
+    assert kept == _run(strawberry.Schema, extensions, query)
+    assert kept[1][0] == "operation: enter"
+
+
+def test_an_asynchronous_hook_is_refused_in_a_synchronous_operation_as_before() -> None:
+    kept = _run(KeptSchema, [Asynchronous], "{ greeting }")
+
+    assert kept == _run(strawberry.Schema, [Asynchronous], "{ greeting }")
+    assert "failed to complete synchronously" in str(kept)
