@@ -198,7 +198,15 @@ def query_cost(
     for operation in operations:
         root = schema.get_root_type(operation.operation)
         cost = max(
-            cost, _cost(schema, root, operation.selection_set, fragments, variables or {}, set())
+            cost,
+            _cost(
+                schema,
+                root,
+                operation.selection_set,
+                fragments,
+                {} if variables is None else variables,
+                set(),
+            ),
         )
     return cost
 
@@ -302,6 +310,32 @@ def _cached_validation(
     return validate(schema, parsed.document, rules)
 
 
+class _NoVariables(Mapping[str, Any]):
+    """No variables, noting whether anyone looked one up."""
+
+    def __init__(self) -> None:
+        self.looked_up = False
+
+    def __getitem__(self, name: str) -> Any:
+        self.looked_up = True
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
+def _fixed_cost(schema: GraphQLSchema, parsed: _Parsed, operation_name: str | None) -> int | None:
+    """The operation's cost when no variable sets a `first`, the same for every request; else
+    None, and each request's variables decide it."""
+    variables = _NoVariables()
+    cost = query_cost(schema, parsed.document, operation_name, variables)
+    return None if variables.looked_up else cost
+
+
 def _error(message: str, code: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": code})
 
@@ -348,14 +382,16 @@ class QueryLimitsExtension(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
         limits: QueryLimits = execution.context.limits
-        document = execution.graphql_document
+        document, operation_name = execution.graphql_document, execution.operation_name
         # Strawberry keeps graphql-core's schema, whose types the cost walk reads, in _schema.
         schema = execution.schema._schema
-        cost = (
-            0
-            if document is None
-            else query_cost(schema, document, execution.operation_name, execution.variables)
-        )
+        cost = 0
+        if document is not None:
+            fixed = _fixed_cost(schema, _Parsed(document), operation_name)
+            variables = execution.variables
+            cost = (
+                query_cost(schema, document, operation_name, variables) if fixed is None else fixed
+            )
         if cost > limits.max_cost:
             # A result set here means graphql-core never executes the operation.
             execution.result = ExecutionResult(

@@ -124,6 +124,15 @@ def test_cost_reads_first_from_variables_and_defaults(
     assert {e["extensions"]["code"] for e in body["errors"]} == {"UNAUTHENTICATED"}
 
 
+def test_each_request_s_variables_decide_the_cost_of_the_same_document(
+    admin_client: FlaskClient,
+) -> None:
+    both = "query($n: Int) { " + page("a", "(first: $n)") + " " + page("b", "(first: $n)") + " }"
+    assert gql(admin_client, both, n=1)["data"]["a"]["totalCount"] == 1
+    assert refused(admin_client, both, n=100)["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    assert gql(admin_client, both, n=2)["data"]["b"]["totalCount"] == 1
+
+
 def test_the_standard_introspection_query_passes_every_limit(admin_client: FlaskClient) -> None:
     body = gql(admin_client, get_introspection_query(descriptions=True))
     assert body["data"]["__schema"]["queryType"]["name"] == "Query"
