@@ -1,23 +1,47 @@
 from collections.abc import Iterable, Iterator
+from typing import Any
 
+import strawberry
+from graphql import FieldNode
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
+
+from services.documents import Lru
 
 Selection = SelectedField | FragmentSpread | InlineFragment
 
+# The names depend on the document alone, and a document parsed once (schema.limits) brings
+# the very same field nodes to every request that sends it: kept by those nodes' identities.
+# Each entry holds its nodes, so no other node can take one of their ids meanwhile.
+_KEPT_NAMES: Lru[tuple[tuple[int, ...], tuple[str, ...]], tuple[list[FieldNode], frozenset[str]]]
+_KEPT_NAMES = Lru(1024)
 
-def selected_names(selections: Iterable[Selection], *path: str) -> set[str]:
-    """The names of the fields selected at `path` below `selections` (a resolver's
-    `info.selected_fields`), through fragments.
+
+def selected_names(info: strawberry.Info[Any, Any], *path: str) -> frozenset[str]:
+    """The names of the fields selected at `path` below the field `info` resolves, through
+    fragments.
 
     Directives are not evaluated, so a field under `@skip` counts: the result may name more
     fields than run, never fewer, which is what deciding what to load needs.
     """
+    # Strawberry's Info names graphql-core's only privately; its selected_fields are built
+    # from these same nodes.
+    nodes: list[FieldNode] = info._raw_info.field_nodes
+    key = (tuple(map(id, nodes)), path)
+    kept = _KEPT_NAMES.get(key)
+    if kept is not None:
+        return kept[1]
+    names = _names_at(info.selected_fields, path)
+    _KEPT_NAMES.put(key, (list(nodes), names))
+    return names
+
+
+def _names_at(selections: Iterable[Selection], path: tuple[str, ...]) -> frozenset[str]:
     level = [child for field in _fields(selections) for child in field.selections]
     for name in path:
         level = [
             child for field in _fields(level) if field.name == name for child in field.selections
         ]
-    return {field.name for field in _fields(level)}
+    return frozenset(field.name for field in _fields(level))
 
 
 def _fields(selections: Iterable[Selection]) -> Iterator[SelectedField]:

@@ -88,13 +88,12 @@ def users(info: Info, first: int | None = 20, after: str | None = None) -> UserC
         key: value for key, value in {"first": first, "after": after}.items() if value is not None
     }
     args = USERS_ARGS.load(given)
-    selection = info.selected_fields
     page = user_service.list_users(
         info.context.reading(),
         first=args["first"],
         after_id=args["after"],
-        with_total="totalCount" in selected_names(selection),
-        fields=user_attributes(selected_names(selection, "edges", "node")),
+        with_total="totalCount" in selected_names(info),
+        fields=user_attributes(selected_names(info, "edges", "node")),
     )
     return UserConnection.from_page(page)
 
@@ -104,7 +103,7 @@ def user(info: Info, id: strawberry.ID) -> User | None:
     found = user_service.get_user(
         info.context.reading(),
         user_id=args["id"],
-        fields=user_attributes(selected_names(info.selected_fields)),
+        fields=user_attributes(selected_names(info)),
     )
     return None if found is None else as_user(found)
 

@@ -177,3 +177,21 @@ def test_a_read_selects_only_the_columns_asked_for(
     assert "users.updated_at" in read
     assert "created_at" not in read
     assert "users.name" not in read
+
+
+def test_each_document_reads_its_own_columns_when_sent_again(
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    [user] = make_users(session_factory, 1)
+
+    def read(query: str) -> str:
+        with statement_texts(engine) as seen:
+            gql(admin_client, query, id=user.id)
+        return [s for s in seen if s.startswith("SELECT")][1]
+
+    by_name = "query($id: ID!) { user(id: $id) { name } }"
+    by_email = "query($id: ID!) { user(id: $id) { email } }"
+    assert read(by_name) == read(by_name)
+    assert "users.email" in read(by_email)
+    assert "users.name" not in read(by_email)
+    assert "users.email" not in read(by_name)
