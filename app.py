@@ -531,8 +531,11 @@ PREFLIGHT_HEADERS = (
 def _wants_graphql_response() -> bool:
     """Whether the client asked for the GraphQL-over-HTTP media type by name; a missing
     Accept or */* keeps the older application/json behaviour."""
+    # Most clients never name it: their Accept header need not be parsed.
+    if GRAPHQL_RESPONSE not in request.headers.get("Accept", "").lower():
+        return False
     accept = request.accept_mimetypes
-    if not any(mime == GRAPHQL_RESPONSE and quality > 0 for mime, quality in accept):
+    if not any(mime.lower() == GRAPHQL_RESPONSE and quality > 0 for mime, quality in accept):
         return False
     return accept.best_match([GRAPHQL_RESPONSE, "application/json"]) == GRAPHQL_RESPONSE
 

@@ -65,6 +65,14 @@ def test_a_client_accepting_both_gets_the_new_media_type(client: FlaskClient) ->
     assert preferring_json.content_type == "application/json"
 
 
+def test_media_types_are_matched_whatever_their_case(client: FlaskClient) -> None:
+    response = post(client, "Application/GraphQL-Response+JSON", {"query": "{ nope }"})
+    assert (response.status_code, response.content_type) == (
+        400,
+        f"{GRAPHQL_RESPONSE}; charset=utf-8",
+    )
+
+
 def test_execution_errors_keep_200_and_data(client: FlaskClient) -> None:
     # An error at a field means execution happened: 200 in both media types.
     response = post(client, GRAPHQL_RESPONSE, {"query": "{ me { id } users { totalCount } }"})
