@@ -465,6 +465,11 @@ def configure_logging(level: str) -> None:
     """JSON lines on stdout from every logger; idempotent, so each app factory may call it."""
     root = logging.getLogger()
     root.setLevel(level)
+    # What a record would learn of its thread, process name and calling line, no line prints
+    # (JsonLogFormatter writes none of them): the logging HOWTO's "Optimization" switches.
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     if not any(isinstance(handler, _StdoutHandler) for handler in root.handlers):
         handler = _StdoutHandler(sys.stdout)
         handler.setFormatter(JsonLogFormatter())
