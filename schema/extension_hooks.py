@@ -11,7 +11,6 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.context import (
@@ -25,8 +24,6 @@ from strawberry.extensions.context import (
 from strawberry.extensions.runner import SchemaExtensionsRunner
 
 _HookFactory = Callable[[SchemaExtension], contextlib.AbstractContextManager[None]]
-
-
 _Wrapper = Callable[[ExtensionContextManagerBase, SchemaExtension], WrappedHook | None]
 _WRAPPERS: dict[tuple[type[SchemaExtension], str], _Wrapper] = {}
 
@@ -54,30 +51,30 @@ class _KeptHooks(ExtensionContextManagerBase):
 
 
 class _Operation(_KeptHooks, OperationContextManager):
-    __slots__ = ()
+    pass
 
 
 class _Validation(_KeptHooks, ValidationContextManager):
-    __slots__ = ()
+    pass
 
 
 class _Parsing(_KeptHooks, ParsingContextManager):
-    __slots__ = ()
+    pass
 
 
 class _Executing(_KeptHooks, ExecutingContextManager):
-    __slots__ = ()
+    pass
 
 
 class KeptHooksRunner(SchemaExtensionsRunner):
-    def operation(self) -> Any:
+    def operation(self) -> OperationContextManager:
         return _Operation(self.extensions)
 
-    def validation(self) -> Any:
+    def validation(self) -> ValidationContextManager:
         return _Validation(self.extensions)
 
-    def parsing(self) -> Any:
+    def parsing(self) -> ParsingContextManager:
         return _Parsing(self.extensions)
 
-    def executing(self) -> Any:
+    def executing(self) -> ExecutingContextManager:
         return _Executing(self.extensions)
