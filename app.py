@@ -52,6 +52,7 @@ from db.session import (
     make_session_factory,
     wait_for_database,
 )
+from resolvers.auth import needs_caller_row
 from schema.context import Context
 from schema.errors import INTERNAL, INTERNAL_MESSAGE, mask_unexpected
 from schema.limits import ExposurePolicy, IntrospectionPolicy, QueryLimits
@@ -572,11 +573,15 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         super().__init__(**options)
         self._services = services
         self._database = RequestConnection(services.session_factory)
+        self._request_data: GraphQLRequestData | list[GraphQLRequestData] | None = None
 
     def get_context(self, request: Request, response: Response) -> Context:
         services = self._services
         token = auth.bearer_token(request.headers.getlist("Authorization"))
-        principal = auth.authenticate(self._database.reading(), services.tokens, token)
+        with_row = token is not None and self._may_select_caller(request)
+        principal = auth.authenticate(
+            self._database.reading(), services.tokens, token, with_row=with_row
+        )
         log: RequestLog = g.request_log
         log.principal_id = principal.user_id
         return Context(
@@ -596,7 +601,24 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
     def render_graphql_ide(self, request: Request) -> Response:
         return _graphiql_page(with_role_switcher=self._services.development_tokens)
 
+    def _may_select_caller(self, request: Request) -> bool:
+        data = self.parse_http_body(self.request_adapter_class(request))
+        for item in data if isinstance(data, list) else [data]:
+            document = item.query or self._stored_document(item.extensions)
+            if document is not None and needs_caller_row(document):
+                return True
+        return False
+
     def parse_http_body(self, request: SyncHTTPRequestAdapter) -> Any:
+        # Parsed once, when the context is built, where authentication learns from the
+        # documents which columns of the caller to read.
+        if self._request_data is None:
+            self._request_data = self._parse_http_body(request)
+        return self._request_data
+
+    def _parse_http_body(
+        self, request: SyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
         if request.method == "POST":
             _require_json_content_type(request.content_type)
         elif self._services.csrf_require_preflight and not any(
@@ -653,7 +675,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
                     "persistedQuery needs a sha256Hash in hex.", PERSISTED_QUERY_INVALID
                 )
             if document is None:
-                document = (trusted or {}).get(key) or services.persisted.get(key)
+                document = self._stored_document(data.extensions)
                 if document is None:
                     return _refusal("PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND)
             elif documents.digest(document) != key:
@@ -669,6 +691,16 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
                 OPERATION_NOT_TRUSTED,
             )
         return document
+
+    def _stored_document(self, extensions: Mapping[str, object] | None) -> str | None:
+        """The document a persisted query's hash names, if one is kept under it."""
+        persisted = (extensions or {}).get("persistedQuery")
+        key = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
+        if not (isinstance(key, str) and documents.SHA256_HEX.fullmatch(key)):
+            return None
+        return (self._services.trusted_documents or {}).get(key) or self._services.persisted.get(
+            key
+        )
 
     def encode_json(self, data: object) -> bytes:
         # A 100-user page encodes in a tenth of json.dumps's time. Every value of a GraphQL

@@ -67,17 +67,15 @@ class Role(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the user as loaded for this request, and the role they act with."""
+    """Who is calling: their user id and the role they act with."""
 
-    user: UserRecord | None
+    user_id: int | None
     role: Role
-
-    @property
-    def user_id(self) -> int | None:
-        return None if self.user is None else self.user.id
+    user: UserRecord | None = None
+    """The caller's whole row as read while authenticating, when it was asked for."""
 
 
-ANONYMOUS = Principal(user=None, role=Role.ANONYMOUS)
+ANONYMOUS = Principal(user_id=None, role=Role.ANONYMOUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,20 +302,28 @@ def _unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
-def authenticate(uow: UnitOfWork, tokens: TokenService, token: str | None) -> Principal:
+_ROLE_ONLY = frozenset({"role"})
+
+
+def authenticate(
+    uow: UnitOfWork, tokens: TokenService, token: str | None, *, with_row: bool = False
+) -> Principal:
     """The principal for a bearer token: anonymous without one, else its user, looked up now.
 
     The role is the lower of the token's and the user's current one, so a token can narrow
     rights but never widen them, and a demotion or deletion takes effect on the next request.
-    Raises Unauthenticated.
+    The lookup reads the caller's role, or their whole row `with_row`: a request that shows
+    its caller's fields gets them from this one lookup, and any other pays for no column it
+    does not read. Raises Unauthenticated.
     """
     if token is None:
         return ANONYMOUS
     claims = tokens.verify(token)
-    user = get_user(uow, user_id=claims.user_id)
+    user = get_user(uow, user_id=claims.user_id, fields=None if with_row else _ROLE_ONLY)
     if user is None:
         raise Unauthenticated("The access token's user no longer exists.")
-    return Principal(user=user, role=min(claims.role, Role.of(user.role)))
+    role = min(claims.role, Role.of(user.role))
+    return Principal(user_id=claims.user_id, role=role, user=user if with_row else None)
 
 
 def issue_token_for(

@@ -164,7 +164,9 @@ def test_a_database_that_went_away_is_service_unavailable_during_execution(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Authentication passes without the database, so the outage hits a resolver.
-    monkeypatch.setattr(auth, "authenticate", lambda *_: Principal(user=None, role=Role.ADMIN))
+    monkeypatch.setattr(
+        auth, "authenticate", lambda *_, **__: Principal(user_id=None, role=Role.ADMIN)
+    )
     client = create_app(settings, session_factory=unreachable_database).test_client()
     with caplog.at_level(logging.WARNING):
         response = client.post("/graphql", json={"query": "{ users { totalCount } }"})

@@ -1,11 +1,14 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
+from hashlib import sha256
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+import app
 from app import Settings, create_app
 from db import models
 from services.auth import TokenService
@@ -78,6 +81,46 @@ def test_user_by_id_is_one_statement(
 
 def test_me_reuses_the_authentication_lookup(admin_client: FlaskClient, engine: Engine) -> None:
     assert _selects(admin_client, engine, "{ me { id name email } }") == ["SELECT"]
+
+
+def test_authentication_reads_only_the_role_unless_the_document_may_select_me(
+    admin_client: FlaskClient, admin: models.User, engine: Engine
+) -> None:
+    def lookup(query: str) -> str:
+        with statement_texts(engine) as seen:
+            gql(admin_client, query, id=admin.id)
+        return next(s for s in seen if s.startswith("SELECT"))
+
+    by_id = lookup("query($id: ID!) { user(id: $id) { name } }")
+    assert "users.role" in by_id
+    assert "users.name" not in by_id
+    assert "users.email" not in by_id
+    via_fragment = lookup(
+        "query($id: ID!) { ...Caller user(id: $id) { id } } fragment Caller on Query { me { id } }"
+    )
+    assert "users.email" in via_fragment
+
+
+def test_me_answers_from_a_second_lookup_when_authentication_read_only_the_role(
+    admin_client: FlaskClient, admin: models.User, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "needs_caller_row", lambda _document: False)
+    with statements(engine) as seen:
+        me = gql(admin_client, "{ me { id name email role } }")["data"]["me"]
+    assert me == {"id": str(admin.id), "name": admin.name, "email": admin.email, "role": "ADMIN"}
+    assert [s for s in seen if s == "SELECT"] == ["SELECT"] * 2
+
+
+def test_a_persisted_me_reuses_the_authentication_lookup(
+    admin_client: FlaskClient, admin: models.User, engine: Engine
+) -> None:
+    document = "{ me { email } }"
+    hashed = {"persistedQuery": {"version": 1, "sha256Hash": sha256(document.encode()).hexdigest()}}
+    admin_client.post("/graphql", json={"query": document, "extensions": hashed})
+    with statements(engine) as seen:
+        response = admin_client.post("/graphql", json={"extensions": hashed})
+    assert response.get_json() == {"data": {"me": {"email": admin.email}}}
+    assert [s for s in seen if s == "SELECT"] == ["SELECT"]
 
 
 def test_anonymous_requests_cost_no_lookup(client: FlaskClient, engine: Engine) -> None:
@@ -159,7 +202,7 @@ def test_a_read_selects_only_the_columns_asked_for(
     admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
 ) -> None:
     [user] = make_users(session_factory, 1)
-    # Authentication reads the whole caller; the operation's read is the second SELECT.
+    # Authentication reads the caller's role; the operation's read is the second SELECT.
     with statement_texts(engine) as seen:
         gql(admin_client, "{ users { edges { node { name } } } }")
     page = [s for s in seen if s.startswith("SELECT")][1]
