@@ -35,6 +35,7 @@ from flask.typing import ResponseReturnValue
 from flask_cors import CORS
 from google.auth.transport.urllib3 import Request as Urllib3Request
 from graphql import GraphQLError, build_schema, find_breaking_changes, find_dangerous_changes
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from strawberry.flask.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
@@ -49,6 +50,7 @@ from db.session import (
     PoolOptions,
     default_database_url,
     make_engine,
+    make_reading_engine,
     make_session_factory,
     wait_for_database,
 )
@@ -499,6 +501,8 @@ class Services:
     """Everything a request needs besides the request, built once per app."""
 
     session_factory: sessionmaker[Session]
+    reading_engine: Engine | None
+    """Where requests read, when not through session_factory (see make_reading_engine)."""
     provisioner: Provisioner
     tokens: auth.TokenService
     google: IdTokenVerifier
@@ -572,7 +576,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
     def __init__(self, *, services: Services, **options: Any) -> None:
         super().__init__(**options)
         self._services = services
-        self._database = RequestConnection(services.session_factory)
+        self._database = RequestConnection(services.session_factory, services.reading_engine)
         self._request_data: GraphQLRequestData | list[GraphQLRequestData] | None = None
 
     def get_context(self, request: Request, response: Response) -> Context:
@@ -832,10 +836,15 @@ def build_redis(settings: Settings) -> redis.Redis | None:
     return redis.Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
-def build_services(settings: Settings, session_factory: sessionmaker[Session]) -> Services:
+def build_services(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    reading_engine: Engine | None = None,
+) -> Services:
     shared = build_redis(settings)
     return Services(
         session_factory=session_factory,
+        reading_engine=reading_engine,
         provisioner=build_provisioner(settings),
         tokens=build_token_service(settings),
         google=build_google_verifier(settings),
@@ -864,12 +873,14 @@ def create_app(
     builds its own engine and no connection is shared across processes."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
+    reading_engine = None
     if session_factory is None:
         engine = make_engine(settings.database_url, settings.database_pool)
         if not wait_for_database(engine, seconds=settings.database_wait_seconds):
             logger.warning("starting without the database; /readyz answers 503 until it is back")
         session_factory = make_session_factory(engine)
-    services = build_services(settings, session_factory)
+        reading_engine = make_reading_engine(settings.database_url, settings.database_pool)
+    services = build_services(settings, session_factory, reading_engine)
     app = Flask(__name__)
     # Werkzeug answers 413 (as JSON, below) before a larger body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes

@@ -86,14 +86,19 @@ class RequestConnection:
     Checking a connection out of the pool pings the server, and ending a transaction is a
     round trip too: a request pays each once, not once per unit of work. The reads of a
     request (authentication, then the operation's) share one transaction, rolled back when
-    the request ends; a unit of work that writes ends it first and runs in its own. The
-    connection is checked out on first use, so a request that reads nothing takes none;
-    `close()` gives it back.
+    the request ends; a unit of work that writes ends it first and runs in its own. Given a
+    `reading_engine` (see db.session.make_reading_engine), the reads run on a connection of
+    its own instead, with no transaction to end. Connections are checked out on first use,
+    so a request that reads nothing takes none; `close()` gives them back.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], reading_engine: Engine | None = None
+    ) -> None:
         self._session_factory = session_factory
+        self._reading_engine = reading_engine
         self._connection: Connection | None = None
+        self._reads: Connection | None = None
 
     def reading(self) -> UnitOfWork:
         """For services that only read."""
@@ -113,6 +118,10 @@ class RequestConnection:
         return self._session_factory(bind=connection)
 
     def _reading_connection(self) -> Connection | None:
+        if self._reading_engine is not None:
+            if self._reads is None:
+                self._reads = self._reading_engine.connect()
+            return self._reads
         connection = self._checkout()
         if connection is not None and not connection.in_transaction():
             connection.begin()
@@ -136,6 +145,8 @@ class RequestConnection:
         return self._connection
 
     def close(self) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            connection.close()
+        connections = (self._reads, self._connection)
+        self._reads = self._connection = None
+        for connection in connections:
+            if connection is not None:
+                connection.close()

@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from alembic import command
@@ -33,10 +34,15 @@ def proxy(mysql_url: str) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
-def proxied_session_factory(mysql_url: str, proxy: TcpProxy) -> Iterator[sessionmaker[Session]]:
-    command.upgrade(alembic_config(mysql_url), "head")
+def proxied_url(mysql_url: str, proxy: TcpProxy) -> str:
     proxied = make_url(mysql_url).set(host="127.0.0.1", port=proxy.port)
-    engine = make_engine(proxied.render_as_string(hide_password=False), POOL)
+    return proxied.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def proxied_session_factory(mysql_url: str, proxied_url: str) -> Iterator[sessionmaker[Session]]:
+    command.upgrade(alembic_config(mysql_url), "head")
+    engine = make_engine(proxied_url, POOL)
     yield make_session_factory(engine)
     engine.dispose()
     direct = make_engine(mysql_url)
@@ -61,10 +67,12 @@ def test_an_outage_fails_fast_and_the_app_recovers_by_itself(
     settings: Settings,
     tokens: TokenService,
     proxy: TcpProxy,
+    proxied_url: str,
     proxied_session_factory: sessionmaker[Session],
 ) -> None:
     admin = make_user(proxied_session_factory, role=models.Role.ADMIN)
-    app = create_app(settings, session_factory=proxied_session_factory)
+    # Built as in production: requests read through an engine of their own (autocommit).
+    app = create_app(replace(settings, database_url=proxied_url, database_pool=POOL))
     client = authorized(app.test_client(), tokens, admin)
     assert _timed(client)[:2] == (200, {"data": {"users": {"totalCount": 1}}})
     assert client.get("/readyz").status_code == 200

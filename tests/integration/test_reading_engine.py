@@ -1,0 +1,96 @@
+"""The app as production builds it on MariaDB: reads on an engine of their own, in
+autocommit, writes in transactions on the other. Commands are recorded as PyMySQL sends them,
+so what reaches the server is what is asserted."""
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from alembic import command
+from flask.testing import FlaskClient
+from pymysql.connections import Connection as PyMySQLConnection
+from pymysql.constants import COMMAND
+from sqlalchemy import delete, select
+
+from app import Settings, alembic_config, create_app
+from db import models
+from db.session import make_engine, make_session_factory
+from services.auth import TokenService
+from tests.factories import make_user
+from tests.graphql import CREATE_USER, authorized, gql
+from tests.http_stub import Behaviour, stub_server
+
+pytestmark = pytest.mark.mysql
+USER = "query($id: ID!) { user(id: $id) { id name email role createdAt } }"
+
+
+@pytest.fixture
+def production_settings(settings: Settings, mysql_url: str) -> Iterator[Settings]:
+    command.upgrade(alembic_config(mysql_url), "head")
+    yield replace(settings, database_url=mysql_url)
+    engine = make_engine(mysql_url)
+    with engine.begin() as connection:
+        connection.execute(delete(models.User))
+    engine.dispose()
+
+
+@pytest.fixture
+def admin_client(production_settings: Settings, tokens: TokenService) -> FlaskClient:
+    engine = make_engine(production_settings.database_url)
+    admin = make_user(make_session_factory(engine), role=models.Role.ADMIN)
+    engine.dispose()
+    return authorized(create_app(production_settings).test_client(), tokens, admin)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each command PyMySQL sends: the statement's first word, or PING."""
+    commands: list[str] = []
+    original = PyMySQLConnection._execute_command
+
+    def record(connection: PyMySQLConnection, command: int, sql: Any) -> Any:
+        text = sql.decode() if isinstance(sql, bytes) else str(sql)
+        commands.append("PING" if command == COMMAND.COM_PING else text.split(None, 1)[0].upper())
+        return original(connection, command, sql)
+
+    monkeypatch.setattr(PyMySQLConnection, "_execute_command", record)
+    return commands
+
+
+def test_a_request_that_only_reads_ends_no_transaction(
+    admin_client: FlaskClient, sent: list[str]
+) -> None:
+    me = gql(admin_client, "{ me { id } }")["data"]["me"]
+    sent.clear()
+    user = gql(admin_client, USER, id=me["id"])["data"]["user"]
+    assert user["id"] == me["id"]
+    # The pool's ping, authentication, the read: no ROLLBACK, no COMMIT, no SET.
+    assert sent == ["PING", "SELECT", "SELECT"]
+
+
+def test_a_mutation_commits_once_and_the_next_read_sees_it(
+    admin_client: FlaskClient, sent: list[str]
+) -> None:
+    created = gql(admin_client, CREATE_USER, input={"name": "Ada", "email": "ada@example.com"})
+    user = created["data"]["createUser"]["user"]
+    assert sent.count("COMMIT") == 1
+    assert "INSERT" in sent
+    found = gql(admin_client, USER, id=user["id"])["data"]["user"]
+    assert found["email"] == "ada@example.com"
+
+
+def test_a_failed_mutation_keeps_nothing(
+    production_settings: Settings, tokens: TokenService, mysql_url: str
+) -> None:
+    with stub_server(Behaviour(status=500)) as url:
+        settings = replace(production_settings, provisioning_webhook_url=url)
+        engine = make_engine(mysql_url)
+        admin = make_user(make_session_factory(engine), role=models.Role.ADMIN)
+        client = authorized(create_app(settings).test_client(), tokens, admin)
+        body = gql(client, CREATE_USER, input={"name": "Bo", "email": "bo@example.com"})
+    assert body["data"]["createUser"]["__typename"] == "ProvisioningFailed"
+    with engine.connect() as connection:
+        emails = connection.scalars(select(models.User.email)).all()
+    engine.dispose()
+    assert emails == [admin.email]
