@@ -7,7 +7,7 @@ INTERNAL, and only the log keeps the traceback (see `mask_unexpected`).
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Set
 from typing import Any, NamedTuple, TypeVar
 
 import marshmallow
@@ -16,6 +16,7 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 from strawberry.types.field import StrawberryField
 
+from schema.context import Context
 from schema.limits import TOO_MANY_TOKENS
 from schema.types import auth, users
 from schema.types.errors import FieldError, ValidationError
@@ -157,16 +158,25 @@ class ErrorCodes(SchemaExtension):
         yield
         result = self.execution_context.result
         if result is not None and result.errors:
-            strip = not self.execution_context.context.exposure.field_suggestions
-            result.errors = [
-                _coded(error, validation=id(error) in self._validation_errors, strip=strip)
-                for error in result.errors
-            ]
+            result.errors = coded_errors(
+                result.errors, self.execution_context.context, self._validation_errors
+            )
 
     def on_validate(self) -> Iterator[None]:
         yield
         # Only this phase tells graphql-core's validation errors from its variable errors.
         self._validation_errors = {id(e) for e in self.execution_context.pre_execution_errors or ()}
+
+
+def coded_errors(
+    errors: list[GraphQLError], context: Context, validation_errors: Set[int] = frozenset()
+) -> list[GraphQLError]:
+    """The errors of an operation as the client gets them: each with its code. Validation
+    errors are known by their ids in `validation_errors`."""
+    strip = not context.exposure.field_suggestions
+    return [
+        _coded(error, validation=id(error) in validation_errors, strip=strip) for error in errors
+    ]
 
 
 # "Did you mean 'name'?" and its kin rebuild a hidden schema one guess at a time.

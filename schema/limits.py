@@ -10,7 +10,7 @@ import enum
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from graphql import (
     BREAK,
@@ -31,9 +31,11 @@ from graphql import (
     ValidationRule,
     VariableNode,
     get_named_type,
+    specified_rules,
     validate,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.utils.operation import get_first_operation
 
 from services.auth import Role
 from services.documents import Lru
@@ -336,6 +338,55 @@ def _fixed_cost(schema: GraphQLSchema, parsed: _Parsed, operation_name: str | No
     return None if variables.looked_up else cost
 
 
+def _operation_cost(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: Mapping[str, Any] | None,
+) -> int:
+    fixed = _fixed_cost(schema, _Parsed(document), operation_name)
+    return query_cost(schema, document, operation_name, variables) if fixed is None else fixed
+
+
+_SPECIFIED_RULES = tuple(specified_rules)
+
+
+class Admitted(NamedTuple):
+    document: DocumentNode
+    operation_name: str | None
+    """The operation's name, as Strawberry resolves it: the one asked for, else the first's."""
+
+
+def admitted_operation(
+    schema: GraphQLSchema,
+    query: str,
+    limits: QueryLimits,
+    introspection_allowed: bool,
+    operation_name: str | None,
+    variables: Mapping[str, Any] | None,
+) -> Admitted | None:
+    """The operation as QueryLimitsExtension would let it run unchanged: its document parsed
+    before under these limits, valid under the rules for this caller (Strawberry's defaults,
+    without introspection unless `introspection_allowed`), within every static limit and, for
+    these variables, the cost limit. None for anything else, which only the general path
+    answers."""
+    document = _PARSED.get((query, limits.max_tokens))
+    if document is None:
+        return None
+    if operation_name is None:
+        first = get_first_operation(document)
+        operation_name = None if first is None or first.name is None else first.name.value
+    parsed = _Parsed(document)
+    rules = _SPECIFIED_RULES if introspection_allowed else (*_SPECIFIED_RULES, NoIntrospection)
+    if _cached_static_limit_error(parsed, limits) is not None or _cached_validation(
+        schema, parsed, rules
+    ):
+        return None
+    if _operation_cost(schema, document, operation_name, variables) > limits.max_cost:
+        return None
+    return Admitted(document, operation_name)
+
+
 def _error(message: str, code: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": code})
 
@@ -382,16 +433,12 @@ class QueryLimitsExtension(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
         limits: QueryLimits = execution.context.limits
-        document, operation_name = execution.graphql_document, execution.operation_name
-        # Strawberry keeps graphql-core's schema, whose types the cost walk reads, in _schema.
-        schema = execution.schema._schema
+        document = execution.graphql_document
         cost = 0
         if document is not None:
-            fixed = _fixed_cost(schema, _Parsed(document), operation_name)
-            variables = execution.variables
-            cost = (
-                query_cost(schema, document, operation_name, variables) if fixed is None else fixed
-            )
+            # Strawberry keeps graphql-core's schema, whose types the cost walk reads, in _schema.
+            schema = execution.schema._schema
+            cost = _operation_cost(schema, document, execution.operation_name, execution.variables)
         if cost > limits.max_cost:
             # A result set here means graphql-core never executes the operation.
             execution.result = ExecutionResult(

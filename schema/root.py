@@ -1,12 +1,18 @@
+from collections.abc import Iterable
+from typing import Any
+
 import strawberry
 from graphql import GraphQLError, GraphQLObjectType, GraphQLSchema, print_schema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
 from schema.execution import LeafExecutor, install_source_functions
 from schema.extension_hooks import KeptHooksRunner
+from schema.known_operations import execute_admitted
 from schema.limits import QueryLimitsExtension
 from schema.mutation import Mutation
 from schema.operation_log import OperationLog
@@ -25,6 +31,40 @@ class UserqlSchema(strawberry.Schema):
         # Strawberry logs every error, a typo in a query included, at ERROR. The HTTP view
         # logs exactly the unexpected ones, with their traceback, when it masks them.
         return None
+
+    def execute_sync(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        admitted = execute_admitted(
+            self,
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            DEFAULT_ALLOWED_OPERATION_TYPES
+            if allowed_operation_types is None
+            else allowed_operation_types,
+            operation_extensions,
+        )
+        if admitted is not None:
+            return admitted
+        return super().execute_sync(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            allowed_operation_types,
+            operation_extensions,
+        )
 
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]

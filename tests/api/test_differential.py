@@ -1,6 +1,8 @@
-"""The shortcuts (document caches, the one-pass completion of plain subtrees) must answer
-byte for byte what the general path does, cold or warm. The corpus is every GraphQL document
-written in the test suite, sent as anonymous, USER and ADMIN."""
+"""The shortcuts (document caches, admitted operations run without Strawberry's extension
+machinery, the one-pass completion of plain subtrees) must answer byte for byte what the
+general path does, cold or warm. The corpus is every GraphQL document written in the test
+suite, and requests with variables, operation names and GET, sent as anonymous, USER and
+ADMIN."""
 
 import ast
 from collections.abc import Iterator
@@ -15,10 +17,11 @@ from flask.testing import FlaskClient
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
+from strawberry.schema import schema as strawberry_schema
 
 from app import Settings, create_app
 from db import models
-from schema import limits
+from schema import known_operations, limits, root
 from schema.execution import LeafExecutor
 from schema.permissions import Rule
 from schema.types.pagination import encode_cursor
@@ -147,12 +150,63 @@ def apps(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[Fl
     )
 
 
+# What the corpus alone does not send: variables (a cost that depends on them, a bad one),
+# operation names (one that exists, one that does not) and GET.
+TARGETED: list[tuple[str, dict[str, Any]]] = [
+    (
+        "POST",
+        {"query": "query($n: Int) { users(first: $n) { totalCount } }", "variables": {"n": 2}},
+    ),
+    (
+        "POST",
+        {"query": "query($n: Int) { users(first: $n) { totalCount } }", "variables": {"n": 99}},
+    ),
+    (
+        "POST",
+        {
+            "query": "query($n: Int) { a: users(first: $n) { edges { node { id } } } "
+            "b: users(first: $n) { edges { node { id } } } }",
+            "variables": {"n": 100},
+        },
+    ),
+    ("POST", {"query": "query($id: ID!) { user(id: $id) { id } }", "variables": {"id": []}}),
+    ("POST", {"query": "query A { me { id } } query B { users { totalCount } }"}),
+    (
+        "POST",
+        {"query": "query A { me { id } } query B { users { totalCount } }", "operationName": "B"},
+    ),
+    (
+        "POST",
+        {"query": "query A { me { id } } query B { users { totalCount } }", "operationName": "C"},
+    ),
+    ("GET", {"query": "{ users { totalCount } }"}),
+    ("GET", {"query": 'mutation { signInWithGoogle(idToken: "x") { __typename } }'}),
+    ("POST", {"query": "{ __schema { queryType { name } } }"}),
+]
+
+
+@pytest.fixture
+def admitted(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry per operation: whether the admitted path answered it."""
+    taken: list[bool] = []
+    original = known_operations.execute_admitted
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(root, "execute_admitted", recording)
+    return taken
+
+
 def test_cached_and_uncached_answers_are_identical(
     apps: tuple[Flask, Flask],
     connection: Connection,
     session_factory: sessionmaker[Session],
     tokens: TokenService,
     monkeypatch: pytest.MonkeyPatch,
+    admitted: list[bool],
 ) -> None:
     admin = make_user(session_factory, email="admin@example.com", role=models.Role.ADMIN)
     member = make_user(session_factory, email="member@example.com")
@@ -164,25 +218,58 @@ def test_cached_and_uncached_answers_are_identical(
     }
     cached_app, uncached_app = apps
 
-    def answer(app: Flask, document: str, token: str | None) -> tuple[int, bytes]:
+    def answer(app: Flask, method: str, body: dict[str, Any], token: str | None) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = app.test_client()
         with savepoint(connection):
-            response = app.test_client().post("/graphql", json={"query": document}, headers=headers)
+            if method == "GET":
+                headers["GraphQL-Require-Preflight"] = "1"
+                response = client.get("/graphql", query_string=body, headers=headers)
+            else:
+                response = client.post("/graphql", json=body, headers=headers)
             return response.status_code, response.get_data()
 
+    requests = [("POST", {"query": document}) for document in CORPUS] + TARGETED
     compared = 0
-    for document in CORPUS:
+    for method, body in requests:
         for caller, token in callers.items():
-            if caller == "admin" and is_mutation(document):
+            if caller == "admin" and is_mutation(body["query"]):
                 continue  # new rows get new ids and timestamps on every run
-            cold = answer(cached_app, document, token)
-            warm = answer(cached_app, document, token)
+            cold = answer(cached_app, method, body, token)
+            admitted.clear()
+            warm = answer(cached_app, method, body, token)
+            compared += admitted == [True]
             with monkeypatch.context() as general:
                 for name in ("_cached_static_limit_error", "_cached_validation"):
                     general.setattr(limits, name, getattr(limits, name).__wrapped__)
                 general.setattr(limits, "_PARSED", Lru(0))
                 general.setattr(LeafExecutor, "enabled", False)
-                uncached = answer(uncached_app, document, token)
-            assert cold == warm == uncached, (caller, document)
-            compared += 1
+                admitted.clear()
+                uncached = answer(uncached_app, method, body, token)
+                assert not any(admitted)
+            assert cold == warm == uncached, (caller, method, body)
+    # Most requests the second time round run as admitted operations; the rest (errors,
+    # refusals) are the general path's to answer both times.
     assert compared > 100
+
+
+def test_an_execution_that_raises_is_answered_alike(
+    admin_client: FlaskClient, monkeypatch: pytest.MonkeyPatch, admitted: list[bool]
+) -> None:
+    query = {"query": "{ users { totalCount } }"}
+    admin_client.post("/graphql", json=query)
+
+    def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(known_operations, "execute", failing)
+    monkeypatch.setattr(strawberry_schema, "execute", failing)
+    admitted.clear()
+    warm = admin_client.post("/graphql", json=query)
+    assert admitted == [True]
+    monkeypatch.setattr(limits, "_PARSED", Lru(0))
+    admitted.clear()
+    general = admin_client.post("/graphql", json=query)
+    assert admitted == [False]
+    assert (warm.status_code, warm.get_data()) == (general.status_code, general.get_data())
+    assert warm.get_json()["errors"][0]["extensions"]["code"] == "INTERNAL"

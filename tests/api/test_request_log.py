@@ -133,3 +133,30 @@ def test_no_token_secret_or_variable_reaches_the_log(
     assert len(request_lines(json_log)) == 3
     for leak in (token, token[-20:], "Bearer", secret_email, "eeeeeeeeee"):
         assert leak not in text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "query Me { me { id } }"},
+        {"query": "query A { me { id } } mutation B { __typename }", "operationName": "B"},
+        {"query": "{ users(first: 1000) { totalCount } }"},
+    ],
+    ids=["query", "mutation by name", "an error"],
+)
+def test_an_operation_sent_again_is_logged_the_same(
+    json_log: pytest.LogCaptureFixture, user_client: FlaskClient, body: dict[str, Any]
+) -> None:
+    # The second time round the document is known, and runs as an admitted operation.
+    user_client.post("/graphql", json=body)
+    user_client.post("/graphql", json=body)
+    first, again = (
+        {
+            key: value
+            for key, value in line.items()
+            if key not in ("time", "request_id", "duration_ms")
+        }
+        for line in request_lines(json_log)
+    )
+    assert first == again
+    assert first["operation_type"] == ("mutation" if "operationName" in body else "query")
