@@ -31,6 +31,7 @@ from cross_web import FlaskHTTPRequestAdapter, SyncHTTPRequestAdapter
 from cross_web import HTTPException as GraphQLHTTPException
 from dotenv import dotenv_values
 from flask import Flask, Request, Response, g, request, send_from_directory
+from flask.ctx import _AppCtxGlobals
 from flask.typing import ResponseReturnValue
 from flask_cors import CORS
 from google.auth.transport.urllib3 import Request as Urllib3Request
@@ -542,9 +543,10 @@ def _wants_graphql_response() -> bool:
     """Whether the client asked for the GraphQL-over-HTTP media type by name; a missing
     Accept or */* keeps the older application/json behaviour."""
     # Most clients never name it: their Accept header need not be parsed.
-    if GRAPHQL_RESPONSE not in request.headers.get("Accept", "").lower():
+    current = _current_request()
+    if GRAPHQL_RESPONSE not in current.headers.get("Accept", "").lower():
         return False
-    accept = request.accept_mimetypes
+    accept = current.accept_mimetypes
     if not any(mime.lower() == GRAPHQL_RESPONSE and quality > 0 for mime, quality in accept):
         return False
     return accept.best_match([GRAPHQL_RESPONSE, "application/json"]) == GRAPHQL_RESPONSE
@@ -586,7 +588,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         principal = auth.authenticate(
             self._database.reading(), services.tokens, token, with_row=with_row
         )
-        log: RequestLog = g.request_log
+        log: RequestLog = _current_globals().request_log
         log.principal_id = principal.user_id
         return Context(
             database=self._database,
@@ -757,7 +759,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
 
     def _run(self) -> ResponseReturnValue:
         try:
-            return self.run(request=request)
+            return self.run(request=_current_request())
         except GraphQLHTTPException as error:
             code = _CODE_BY_STATUS.get(error.status_code, "BAD_REQUEST")
             response = _json_error(error.reason, code, error.status_code)
@@ -977,36 +979,52 @@ def _register_development_tokens(app: Flask, services: Services) -> None:
         return Response(json.dumps(body), content_type="application/json")
 
 
+def _current_request() -> Request:
+    """The request itself: each attribute read through the `flask.request` proxy looks the
+    request up again, and a GraphQL request reads some thirty."""
+    current: Request = cast(Any, request)._get_current_object()
+    return current
+
+
+def _current_globals() -> _AppCtxGlobals:
+    """`flask.g` itself, for the same reason as _current_request."""
+    current: _AppCtxGlobals = cast(Any, g)._get_current_object()
+    return current
+
+
 def _register_request_log(app: Flask) -> None:
     @app.before_request
     def start() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
+        incoming = _current_request().headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID_SHAPE.fullmatch(incoming) else uuid.uuid4().hex
-        g.request_id = request_id
-        g.request_id_token = _request_id.set(request_id)
-        g.request_log = RequestLog()
-        g.started = time.perf_counter()
+        globals_ = _current_globals()
+        globals_.request_id = request_id
+        globals_.request_id_token = _request_id.set(request_id)
+        globals_.request_log = RequestLog()
+        globals_.started = time.perf_counter()
 
     @app.after_request
     def finish(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.request_id
-        log: RequestLog = g.request_log
-        level = _request_log_level(request.path, response.status_code, log.error_codes)
+        current, globals_ = _current_request(), _current_globals()
+        response.headers["X-Request-ID"] = globals_.request_id
+        log: RequestLog = globals_.request_log
+        method, path, status = current.method, current.path, response.status_code
+        level = _request_log_level(path, status, log.error_codes)
         request_logger.log(
             level,
             "%s %s %s",
-            request.method,
-            request.path,
-            response.status_code,
+            method,
+            path,
+            status,
             extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.started) * 1000, 2),
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - globals_.started) * 1000, 2),
                 "operation_name": log.operation_name,
                 "operation_type": log.operation_type,
                 "principal_id": log.principal_id,
-                "outcome": "error" if log.error_codes or response.status_code >= 400 else "ok",
+                "outcome": "error" if log.error_codes or status >= 400 else "ok",
                 "error_codes": log.error_codes,
             },
         )
