@@ -14,10 +14,11 @@ tests/api/test_differential.py holds the two paths to the same bytes.
 import enum
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple, cast
 
 from graphql import (
+    FieldNode,
     GraphQLEnumType,
     GraphQLID,
     GraphQLList,
@@ -34,6 +35,9 @@ from graphql.pyutils import Path, Undefined
 from sqlalchemy.engine import Row
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
+
+from services.auth import Role
+from services.documents import Lru
 
 Reader = Callable[[Any, Any], Any]
 
@@ -261,6 +265,13 @@ def _members(
     return member_class, tuple((member, leaf.serialize(member)) for member in members)
 
 
+_LEAF_PLANS: Lru[Hashable, tuple[list[FieldNode], _Plan]] = Lru(1024)
+
+
+def _is_leaf(value: _Value) -> bool:
+    return value.plan is None and (value.item is None or _is_leaf(value.item))
+
+
 class LeafExecutor(StrawberryGraphQLCoreExecutionContext):
     # The differential test turns this off to compare with the general path.
     enabled = True
@@ -304,9 +315,36 @@ class LeafExecutor(StrawberryGraphQLCoreExecutionContext):
         plans = self.__dict__.setdefault("_plans", {})
         cached = plans.get(id(fields))
         if cached is None:
-            cached = (fields, self._build_plan(parent, fields))
+            cached = (fields, self._kept_plan(parent, fields))
             plans[id(fields)] = cached
         return cached[1]
+
+    def _kept_plan(self, parent: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
+        """The plan of an object all of whose fields are leaves, kept across requests.
+
+        Such a plan follows from the parent type, the document's field nodes behind each
+        response key (the parse cache hands every request the same nodes) and the caller's
+        role, which settles rules; each entry holds its nodes, so no other node can take one
+        of their ids meanwhile. Plans with objects inside depend on what the variables make
+        of those objects' selections too: they are built for each request, from kept parts.
+        """
+        nodes = []
+        for group in fields.values():
+            for details in group:
+                if details.defer_usage or details.fragment_variable_values:
+                    return self._build_plan(parent, fields)
+                nodes.append(details.node)
+        # A node's response key is its own (alias or name), so the nodes in order say which
+        # fields the set groups under which keys.
+        role: Role = self.context_value.principal.role
+        key = (parent, role, *map(id, nodes))
+        kept = _LEAF_PLANS.get(key)
+        if kept is not None:
+            return kept[1]
+        plan = self._build_plan(parent, fields)
+        if plan is not None and all(_is_leaf(field.value) for field in plan):
+            _LEAF_PLANS.put(key, (nodes, plan))
+        return plan
 
     def _build_plan(self, parent: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
         plan = []

@@ -150,8 +150,9 @@ def apps(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[Fl
     )
 
 
-# What the corpus alone does not send: variables (a cost that depends on them, a bad one),
-# operation names (one that exists, one that does not) and GET.
+# What the corpus alone does not send: variables (a cost that depends on them, a bad one,
+# directives that depend on them), operation names (one that exists, one that does not)
+# and GET.
 TARGETED: list[tuple[str, dict[str, Any]]] = [
     (
         "POST",
@@ -178,6 +179,14 @@ TARGETED: list[tuple[str, dict[str, Any]]] = [
     (
         "POST",
         {"query": "query A { me { id } } query B { users { totalCount } }", "operationName": "C"},
+    ),
+    *(
+        ("POST", {"query": query, "variables": {"x": x}})
+        for query in (
+            "query($x: Boolean!) { me { id name @include(if: $x) email @skip(if: $x) } }",
+            "query($x: Boolean!) { users { edges { node { id name @include(if: $x) } } } }",
+        )
+        for x in (True, False)
     ),
     ("GET", {"query": "{ users { totalCount } }"}),
     ("GET", {"query": 'mutation { signInWithGoogle(idToken: "x") { __typename } }'}),
