@@ -145,8 +145,11 @@ class RequestConnection:
         return self._connection
 
     def close(self) -> None:
-        connections = (self._reads, self._connection)
+        reads, connection = self._reads, self._connection
         self._reads = self._connection = None
-        for connection in connections:
+        try:
+            if reads is not None:
+                reads.close()
+        finally:
             if connection is not None:
                 connection.close()
