@@ -351,6 +351,12 @@ def _operation_cost(
 _SPECIFIED_RULES = tuple(specified_rules)
 
 
+def _validation_rules(introspection_allowed: bool) -> tuple[type[ASTValidationRule], ...]:
+    """graphql-core's specified rules (Strawberry's default), without introspection unless
+    the caller may use it."""
+    return _SPECIFIED_RULES if introspection_allowed else (*_SPECIFIED_RULES, NoIntrospection)
+
+
 class Admitted(NamedTuple):
     document: DocumentNode
     operation_name: str | None
@@ -377,9 +383,8 @@ def admitted_operation(
         first = get_first_operation(document)
         operation_name = None if first is None or first.name is None else first.name.value
     parsed = _Parsed(document)
-    rules = _SPECIFIED_RULES if introspection_allowed else (*_SPECIFIED_RULES, NoIntrospection)
     if _cached_static_limit_error(parsed, limits) is not None or _cached_validation(
-        schema, parsed, rules
+        schema, parsed, _validation_rules(introspection_allowed)
     ):
         return None
     if _operation_cost(schema, document, operation_name, variables) > limits.max_cost:
@@ -398,8 +403,8 @@ class QueryLimitsExtension(SchemaExtension):
         execution = self.execution_context
         context = execution.context
         execution.parse_options["max_tokens"] = context.limits.max_tokens
-        if not context.exposure.introspection.allows(context.principal.role):
-            execution.validation_rules = (*execution.validation_rules, NoIntrospection)
+        allowed = context.exposure.introspection.allows(context.principal.role)
+        execution.validation_rules = _validation_rules(allowed)
         yield
 
     def on_parse(self) -> Iterator[None]:
