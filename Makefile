@@ -17,6 +17,10 @@ run: install
 
 test: install check pytest
 
+# Where podman can run (Linux, as root), `make test` builds and runs the image too.
+USERQL_TEST_PODMAN ?= $(shell [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v podman 2>/dev/null)
+export USERQL_TEST_PODMAN
+
 NODE_TOOLS := tests/node
 
 APOLLO_EXAMPLE := examples/apollo-client

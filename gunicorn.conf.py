@@ -9,21 +9,37 @@ import os
 from pathlib import Path
 from typing import Any
 
+
+def _setting(name: str, default: str) -> str:
+    """An empty value means the default, as in Settings: compose passes every line of an
+    env_file through, `WEB_CONCURRENCY=` included."""
+    return os.environ.get(name, "").strip() or default
+
+
+def _whole(name: str, default: int) -> int:
+    raw = _setting(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be a whole number, not {raw!r}") from None
+
+
 # All interfaces by default: in a container the port is published from outside.
-bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# `userql healthcheck` reads this value to know where to ask.
+bind = _setting("BIND", f"0.0.0.0:{_setting('PORT', '8000')}")
 # Chosen by `make bench` on 2 cores: 2 workers per core with one thread each served the most
 # requests at the least CPU per request; more threads only fought over the GIL. The gthread
 # class stays so that threads can be raised where requests wait long (a slow webhook).
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
+workers = _whole("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+threads = _whole("GUNICORN_THREADS", 1)
 # Each worker imports the app and builds its own engine after the fork: no connection is
 # ever shared between processes.
 preload_app = False
 
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = _whole("GUNICORN_TIMEOUT", 30)
 # Time in-flight requests get to finish after SIGTERM; keep compose's stop_grace_period above.
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = _whole("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = 5
 
 # Long enough for a GraphQL query sent with GET; anything longer belongs in a POST body.
@@ -35,7 +51,7 @@ limit_request_field_size = 8190
 # costs a worker its start and its warm caches (documents, plans, tokens, connections): at a
 # thousand requests a worker restarted every few seconds under load, which `make bench` read
 # as 2-3% of userql's CPU per request.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests = _whole("GUNICORN_MAX_REQUESTS", 10000)
 max_requests_jitter = max_requests // 10
 
 
@@ -60,8 +76,11 @@ def post_worker_init(worker: Any) -> None:
 # userql writes one JSON line per request itself; gunicorn keeps its own log on stdout.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _setting("LOG_LEVEL", "info").lower()
 
 # Heartbeat files in memory: a slow disk must not make the arbiter kill healthy workers.
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = _setting("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn's control socket (for gunicornc) would live under $HOME, which the image's user
+# does not have; nothing of userql uses it.
+control_socket_disable = True

@@ -17,7 +17,8 @@ from typing import Any
 
 from alembic import command
 
-from app import Environment, Settings, alembic_config, create_app
+from app import Environment, Settings, create_app
+from db.migrations import alembic_config
 from schema.limits import QueryLimits
 
 REPEATS = 25

@@ -30,9 +30,10 @@ from alembic import command
 from sqlalchemy import create_engine, delete, insert, text
 from sqlalchemy.engine import make_url
 
-from app import Settings, alembic_config, build_token_service
+from app import Settings, build_token_service
 from db import models
 from db.base import utc_now
+from db.migrations import alembic_config
 from db.session import make_engine
 from services.auth import Role
 

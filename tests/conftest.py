@@ -15,8 +15,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, create_engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Environment, Settings, alembic_config, build_token_service, create_app
+from app import Environment, Settings, build_token_service, create_app
 from db import models
+from db.migrations import alembic_config
 from db.session import make_engine, make_session_factory
 from services.auth import TokenService
 from tests.factories import make_user
@@ -27,11 +28,13 @@ TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 MYSQL_URL_VARIABLE = "USERQL_TEST_MYSQL_URL"
 REDIS_URL_VARIABLE = "USERQL_TEST_REDIS_URL"
 CHROMIUM_VARIABLE = "USERQL_TEST_CHROMIUM"
+PODMAN_VARIABLE = "USERQL_TEST_PODMAN"
 # Marker → the variable that must be set for its tests to run.
 SERVICE_MARKERS = {
     "mysql": MYSQL_URL_VARIABLE,
     "redis": REDIS_URL_VARIABLE,
     "browser": CHROMIUM_VARIABLE,
+    "image": PODMAN_VARIABLE,
 }
 
 

@@ -12,14 +12,13 @@ import jwt
 import pytest
 from flask import Flask
 
-from app import (
+from app import Settings, build_token_service
+from cli import main
+from cli.schema_tools import (
     MATRIX_END,
     MATRIX_START,
     ROLE_SCHEMAS_END,
     ROLE_SCHEMAS_START,
-    Settings,
-    build_token_service,
-    main,
     role_schemas_markdown,
 )
 from schema.permissions import permission_matrix

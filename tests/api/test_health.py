@@ -5,7 +5,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app, migrations_head
+from app import Settings, create_app
+from db.migrations import migrations_head
 from db.session import make_engine, make_session_factory
 
 

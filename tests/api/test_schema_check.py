@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from app import ROLE_SCHEMAS_END, ROLE_SCHEMAS_START, main, role_schemas_markdown
+from cli import main
+from cli.schema_tools import ROLE_SCHEMAS_END, ROLE_SCHEMAS_START, role_schemas_markdown
 from schema.root import schema_for
 from services.auth import Role
 

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from app import MATRIX_END, MATRIX_START
+from cli.schema_tools import MATRIX_END, MATRIX_START
 from schema.permissions import permission_matrix
 from schema.root import schema
 

@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Column, Engine, MetaData, String, inspect
 
-from app import alembic_config
 from db.base import Base
+from db.migrations import alembic_config
 from db.session import make_engine
 
 

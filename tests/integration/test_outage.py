@@ -11,8 +11,9 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, alembic_config, create_app
+from app import Settings, create_app
 from db import models
+from db.migrations import alembic_config
 from db.session import PoolOptions, make_engine, make_session_factory
 from services.auth import TokenService
 from tests.factories import make_user

