@@ -17,9 +17,10 @@ from typing import Any
 
 from alembic import command
 
-from app import Environment, Settings, create_app
+from app import create_app
 from db.migrations import alembic_config
 from schema.limits import QueryLimits
+from settings import Environment, Settings
 
 REPEATS = 25
 BUDGET_MS = 50.0

@@ -21,10 +21,11 @@ from typing import Any, TextIO
 
 from werkzeug.test import EnvironBuilder
 
-from app import Settings, build_token_service, create_app
+from app import build_token_service, create_app
 from bench.baseline import create_app as create_baseline
 from bench.run import SECRET
 from services.auth import Role
+from settings import Settings
 
 WORKLOADS: dict[str, tuple[dict[str, Any], str, str]] = {
     "W1": (

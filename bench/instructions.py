@@ -26,11 +26,12 @@ from pathlib import Path
 
 from werkzeug.test import EnvironBuilder
 
-from app import Settings, build_token_service, create_app
+from app import build_token_service, create_app
 from bench.baseline import create_app as create_baseline
 from bench.inprocess import WORKLOADS, _caller
 from bench.run import SECRET
 from services.auth import Role
+from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Requests before counting starts (imports, pools and caches warm up in them) and counted.

@@ -30,12 +30,13 @@ from alembic import command
 from sqlalchemy import create_engine, delete, insert, text
 from sqlalchemy.engine import make_url
 
-from app import Settings, build_token_service
+from app import build_token_service
 from db import models
 from db.base import utc_now
 from db.migrations import alembic_config
 from db.session import make_engine
 from services.auth import Role
+from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

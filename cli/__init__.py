@@ -2,21 +2,14 @@
 schema check and healthcheck. Settings are read here once and handed on as plain values."""
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import (
-    ConfigError,
-    Settings,
-    build_provisioner,
-    build_token_service,
-    configure_logging,
-    create_app,
-    logger,
-)
+from app import build_provisioner, build_token_service, create_app
 from cli import health, schema_tools
 from cli.seed import seed
 from db.migrations import MigrationsNotFound, upgrade
@@ -25,8 +18,11 @@ from services import auth
 from services import users as user_service
 from services.errors import ProvisioningError
 from services.unit_of_work import UnitOfWork
+from settings import ConfigError, Settings
+from web.request_log import configure_logging
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
+logger = logging.getLogger("userql")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -27,8 +27,9 @@ from sqlalchemy import select
 
 from db import models
 from services.errors import Unauthenticated
+from services.provisioning import Provisioner
 from services.unit_of_work import UnitOfWork
-from services.users import UserRecord, get_user, normalize_email
+from services.users import UserRecord, development_user, get_user, normalize_email
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 SYMMETRIC_ALGORITHM = "HS256"
@@ -337,3 +338,17 @@ def issue_token_for(
     if user is None:
         return None
     return tokens.issue(user_id=user.id, role=Role.of(user.role), ttl_seconds=ttl_seconds)
+
+
+def issue_development_token(
+    uow: UnitOfWork,
+    provisioner: Provisioner,
+    tokens: TokenService,
+    *,
+    role: models.Role,
+    ttl_seconds: int,
+) -> tuple[IssuedToken, str]:
+    """A short-lived token for a user who has exactly this role (created if there is none),
+    and that user's email: GraphiQL's role switcher. Raises ProvisioningError."""
+    user = development_user(uow, provisioner, role=role)
+    return tokens.issue(user_id=user.id, role=Role.of(role), ttl_seconds=ttl_seconds), user.email

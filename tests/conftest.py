@@ -15,11 +15,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, create_engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Environment, Settings, build_token_service, create_app
+from app import build_token_service, create_app
 from db import models
 from db.migrations import alembic_config
 from db.session import make_engine, make_session_factory
 from services.auth import TokenService
+from settings import Environment, Settings
 from tests.factories import make_user
 from tests.graphql import authorized
 

@@ -12,13 +12,14 @@ from flask.testing import FlaskClient
 from graphql import ObjectTypeDefinitionNode, parse, print_ast
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from db import models
 from schema.permissions import RULES, Rule, apply_rules, install_field_rules
 from schema.root import schema as built_schema
 from services import users as user_service
 from services.auth import Role, TokenService
 from services.unit_of_work import UnitOfWork
+from settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.factories import make_users
 from tests.forgery import forge

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from flask import Flask
 
-from app import Settings, build_token_service
+from app import build_token_service
 from cli import main
 from cli.schema_tools import (
     MATRIX_END,
@@ -24,6 +24,7 @@ from cli.schema_tools import (
 from schema.permissions import permission_matrix
 from schema.root import schema
 from services.auth import Role
+from settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.http_stub import Behaviour, stub_server
 

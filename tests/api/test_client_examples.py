@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Environment, Settings, create_app
+from app import create_app
 from db import models
 from schema.limits import IntrospectionPolicy
 from services.auth import Role, TokenService
+from settings import Environment, Settings
 from tests.factories import make_users
 from tests.servers import serve_in_thread
 

@@ -5,7 +5,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ConfigError, Settings, create_app
+from app import create_app
+from settings import ConfigError, Settings
 
 ALLOWED = "https://app.example"
 PREFLIGHT = {

@@ -4,11 +4,12 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from db import models
 from services import users as user_service
 from services.auth import TokenService
 from services.unit_of_work import UnitOfWork
+from settings import Settings
 from tests.factories import make_user
 from tests.graphql import CREATE_USER, authorized, gql
 from tests.http_stub import Behaviour, stub_server

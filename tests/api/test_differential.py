@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from strawberry.schema import schema as strawberry_schema
 
-from app import Settings, create_app
+from app import create_app
 from db import models
 from schema import execution, known_operations, limits, root
 from schema.execution import LeafExecutor
@@ -28,6 +28,7 @@ from schema.types.pagination import encode_cursor
 from services.auth import Role, TokenService
 from services.documents import Lru
 from services.rate_limit import Rate
+from settings import Settings
 from tests.factories import make_user, make_users
 
 TESTS = Path(__file__).resolve().parent.parent

@@ -8,10 +8,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Environment, Settings, create_app
+from app import create_app
 from db import models
 from schema.limits import IntrospectionPolicy
 from services.auth import TokenService
+from settings import Environment, Settings
 from tests.graphql import authorized
 
 INTROSPECT = "{ __schema { types { name } } }"

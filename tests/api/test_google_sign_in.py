@@ -6,11 +6,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from db import models
 from services import users as user_service
 from services.auth import Role, TokenService
 from services.unit_of_work import UnitOfWork
+from settings import Settings
 from tests.factories import make_user
 from tests.google_fake import CLIENT_ID, GoogleKey, certs_body, id_token, make_google_key
 from tests.graphql import gql

@@ -18,12 +18,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import GRAPHIQL_CSP, GRAPHIQL_DIR, Environment, Settings, create_app
+from app import create_app
 from db import models
 from schema.limits import IntrospectionPolicy
+from settings import Environment, Settings
 from tests.factories import make_user
 from tests.graphql import gql
 from tests.servers import serve_in_thread
+from web.graphiql import GRAPHIQL_CSP, GRAPHIQL_DIR
 
 NODE_TOOLS = Path(__file__).resolve().parent.parent / "node"
 HTML = {"Accept": "text/html"}

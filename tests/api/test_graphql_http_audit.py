@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from schema.limits import IntrospectionPolicy
+from settings import Settings
 from tests.servers import serve_in_thread
 
 AUDIT = Path(__file__).resolve().parent.parent / "node"

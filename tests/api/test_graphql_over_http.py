@@ -7,7 +7,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
+from settings import Settings
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 

@@ -5,9 +5,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from db.migrations import migrations_head
 from db.session import make_engine, make_session_factory
+from settings import Settings
 
 
 def test_livez_needs_nothing(client: FlaskClient) -> None:

@@ -10,10 +10,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from services import auth
 from services import users as user_service
 from services.auth import Principal, Role, TokenService
+from settings import Settings
 from tests.graphql import gql
 
 LEAKS = ("Traceback", "sqlalchemy", "pymysql", "SELECT", 'File "', "secret")

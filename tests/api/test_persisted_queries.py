@@ -11,9 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ConfigError, Settings, create_app
+from app import create_app
 from db import models
 from services.auth import TokenService
+from settings import ConfigError, Settings
 from tests.graphql import authorized
 
 ME = "query Me { me { id } }"

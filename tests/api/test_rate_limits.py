@@ -6,10 +6,11 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from db import models
 from services.auth import TokenService
 from services.rate_limit import Rate
+from settings import Settings
 from tests.graphql import CREATE_USER, authorized
 
 SIGN_IN = 'mutation { signInWithGoogle(idToken: "x") { __typename } }'

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from app import JsonLogFormatter
 from db import models
 from services import users as user_service
 from services.auth import Role, TokenService
 from tests.graphql import CREATE_USER
+from web.request_log import JsonLogFormatter
 
 
 @pytest.fixture

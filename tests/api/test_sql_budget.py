@@ -8,12 +8,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-import app
-from app import Settings, create_app
+from app import create_app
 from db import models
 from services.auth import TokenService
+from settings import Settings
 from tests.factories import make_user, make_users
 from tests.graphql import CREATE_USER, authorized, gql
+from web import graphql_view
 
 
 @contextmanager
@@ -104,7 +105,7 @@ def test_authentication_reads_only_the_role_unless_the_document_may_select_me(
 def test_me_answers_from_a_second_lookup_when_authentication_read_only_the_role(
     admin_client: FlaskClient, admin: models.User, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app, "needs_caller_row", lambda _document: False)
+    monkeypatch.setattr(graphql_view, "needs_caller_row", lambda _document: False)
     with statements(engine) as seen:
         me = gql(admin_client, "{ me { id name email role } }")["data"]["me"]
     assert me == {"id": str(admin.id), "name": admin.name, "email": admin.email, "role": "ADMIN"}

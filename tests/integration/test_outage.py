@@ -11,11 +11,12 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from db import models
 from db.migrations import alembic_config
 from db.session import PoolOptions, make_engine, make_session_factory
 from services.auth import TokenService
+from settings import Settings
 from tests.factories import make_user
 from tests.graphql import authorized
 from tests.tcp_proxy import TcpProxy

@@ -6,13 +6,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import Settings, create_app
+from app import create_app
 from db import models
 from services import users as user_service
 from services.auth import TokenService
 from services.errors import EmailTaken
 from services.provisioning import NoopProvisioner
 from services.unit_of_work import UnitOfWork
+from settings import Settings
 from tests.factories import make_user
 from tests.graphql import CREATE_USER, authorized
 from tests.http_stub import Behaviour, stub_server

@@ -13,11 +13,12 @@ from pymysql.connections import Connection as PyMySQLConnection
 from pymysql.constants import COMMAND
 from sqlalchemy import delete, select
 
-from app import Settings, create_app
+from app import create_app
 from db import models
 from db.migrations import alembic_config
 from db.session import make_engine, make_session_factory
 from services.auth import TokenService
+from settings import Settings
 from tests.factories import make_user
 from tests.graphql import CREATE_USER, authorized, gql
 from tests.http_stub import Behaviour, stub_server

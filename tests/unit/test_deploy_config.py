@@ -14,9 +14,9 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-import app
-from app import Settings
+import settings as settings_module
 from db.session import PoolOptions
+from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # gunicorn.conf.py and alembic/env.py read the environment directly, by literal names.
@@ -74,7 +74,7 @@ def test_env_example_lists_every_setting_once(tmp_path: Path) -> None:
 def test_env_example_as_is_is_a_valid_development_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
+    monkeypatch.setattr(settings_module, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
     settings = Settings.from_env({}, dotenv_path=ROOT / ".env.example")
     assert settings.environment.value == "development"
     assert settings.database_pool == PoolOptions()
@@ -201,7 +201,7 @@ def test_every_key_of_env_example_left_empty_means_its_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """compose passes an env_file's empty lines through as empty variables."""
-    monkeypatch.setattr(app, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
+    monkeypatch.setattr(settings_module, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
     empty = dict.fromkeys(env_example_keys(), "")
     settings = Settings.from_env(empty, dotenv_path=tmp_path / "none")
     defaults = Settings.from_env({}, dotenv_path=tmp_path / "none")
@@ -240,7 +240,7 @@ def test_env_example_through_compose_starts_with_the_defaults(
     assert result.returncode == 0, result.stderr
     environment = json.loads(result.stdout)["services"]["api"]["environment"]
     assert environment["DB_WAIT_SECONDS"] == "30"
-    monkeypatch.setattr(app, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
+    monkeypatch.setattr(settings_module, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
     settings = Settings.from_env(environment, dotenv_path=tmp_path / "none")
     assert settings.environment.value == "production"
     assert settings.database_wait_seconds == 30.0

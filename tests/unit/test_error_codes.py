@@ -3,10 +3,11 @@
 import re
 from pathlib import Path
 
-import app
 from schema import errors, limits
 from services import errors as service_errors
 from services import rate_limit
+from web import persisted as persisted_queries
+from web.errors import CODE_BY_STATUS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -38,11 +39,11 @@ def emitted_codes() -> set[str]:
         limits.QUERY_TOO_COMPLEX,
     }
     persisted = {
-        app.PERSISTED_QUERY_NOT_FOUND,
-        app.PERSISTED_QUERY_INVALID,
-        app.OPERATION_NOT_TRUSTED,
+        persisted_queries.PERSISTED_QUERY_NOT_FOUND,
+        persisted_queries.PERSISTED_QUERY_INVALID,
+        persisted_queries.OPERATION_NOT_TRUSTED,
     }
-    return graphql | limit_codes | persisted | service_codes() | set(app._CODE_BY_STATUS.values())
+    return graphql | limit_codes | persisted | service_codes() | set(CODE_BY_STATUS.values())
 
 
 def documented_codes() -> set[str]:

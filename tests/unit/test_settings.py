@@ -2,19 +2,20 @@ from pathlib import Path
 
 import pytest
 
-import app
-from app import ConfigError, Environment, Settings, build_provisioner
+import settings as settings_module
+from app import build_provisioner, build_token_service
 from db.session import default_database_url
 from schema.limits import IntrospectionPolicy, QueryLimits
 from services.google import GOOGLE_CERTS_URL
 from services.provisioning import NoopProvisioner, WebhookProvisioner
 from services.rate_limit import Rate
+from settings import ConfigError, Environment, Settings
 
 
 @pytest.fixture(autouse=True)
 def dev_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "instance" / "dev-jwt-secret"
-    monkeypatch.setattr(app, "DEV_SECRET_FILE", path)
+    monkeypatch.setattr(settings_module, "DEV_SECRET_FILE", path)
     return path
 
 
@@ -104,11 +105,11 @@ def test_production_needs_a_real_secret(tmp_path: Path) -> None:
     production = {"USERQL_ENV": "production"}
     with pytest.raises(ConfigError, match="JWT_SECRET is required in production"):
         Settings.from_env(production, dotenv_path=tmp_path / "x")
-    for example in app.EXAMPLE_SECRETS:
+    for example in settings_module.EXAMPLE_SECRETS:
         with pytest.raises(ConfigError, match="example value"):
             Settings.from_env({**production, "JWT_SECRET": example}, dotenv_path=tmp_path / "x")
     with pytest.raises(ConfigError, match="at least 32 bytes"):
-        app.build_token_service(
+        build_token_service(
             Settings.from_env({**production, "JWT_SECRET": "short"}, dotenv_path=tmp_path / "x")
         )
 
@@ -216,4 +217,4 @@ def test_asymmetric_keys_are_read_from_files(tmp_path: Path) -> None:
     assert settings.jwt_private_key_pem == b"PRIVATE"
     assert settings.jwt_public_keys_pem == (b"PUBLIC", b"PUBLIC")
     with pytest.raises(ConfigError, match="JWT settings: "):
-        app.build_token_service(settings)  # not a real PEM key
+        build_token_service(settings)  # not a real PEM key

@@ -1,0 +1,36 @@
+"""What the HTTP edge is handed by the composition root (app.py)."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from schema.limits import ExposurePolicy, QueryLimits
+from services import auth
+from services.google import (
+    IdTokenVerifier,
+)
+from services.provisioning import Provisioner
+from services.rate_limit import RateLimiter
+from web.persisted import DocumentAdmission
+
+
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """Everything a request needs besides the request, built once per app."""
+
+    session_factory: sessionmaker[Session]
+    reading_engine: Engine | None
+    """Where requests read, when not through session_factory (see make_reading_engine)."""
+    provisioner: Provisioner
+    tokens: auth.TokenService
+    google: IdTokenVerifier
+    google_signup_enabled: bool
+    limits: QueryLimits
+    exposure: ExposurePolicy
+    rate_limiter: RateLimiter
+    batch_max: int
+    csrf_require_preflight: bool
+    development_tokens: bool
+    """GraphiQL's role switcher may mint short-lived tokens (development only)."""
+    documents: DocumentAdmission

@@ -1,0 +1,278 @@
+"""The GraphQL view: body and media-type rules, context building, status mapping."""
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+
+import orjson
+from cross_web import FlaskHTTPRequestAdapter, SyncHTTPRequestAdapter
+from cross_web import HTTPException as GraphQLHTTPException
+from flask import Flask, Request, Response, g
+from flask.typing import ResponseReturnValue
+from flask_cors import CORS
+from strawberry.flask.views import GraphQLView
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+
+from resolvers.auth import needs_caller_row
+from schema.context import Context
+from schema.errors import INTERNAL, mask_unexpected
+from schema.operation_log import RequestLog
+from schema.root import schema
+from services import auth
+from services.errors import DatabaseUnavailable, Unauthenticated
+from services.unit_of_work import RequestConnection
+from web.collaborators import Collaborators
+from web.errors import CODE_BY_STATUS, RETRY_AFTER_SECONDS, json_error
+from web.graphiql import graphiql_page
+from web.request_log import current_globals, current_request
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+# Headers a browser never sends on a simple cross-site request: their presence proves a
+# CORS preflight happened (Apollo's csrfPrevention and the GraphQL-over-HTTP spec).
+PREFLIGHT_HEADERS = (
+    "GraphQL-Require-Preflight",
+    "Apollo-Require-Preflight",
+    "X-Apollo-Operation-Name",
+)
+
+
+def _wants_graphql_response() -> bool:
+    """Whether the client asked for the GraphQL-over-HTTP media type by name; a missing
+    Accept or */* keeps the older application/json behaviour."""
+    # Most clients never name it: their Accept header need not be parsed.
+    current = current_request()
+    if GRAPHQL_RESPONSE not in current.headers.get("Accept", "").lower():
+        return False
+    accept = current.accept_mimetypes
+    if not any(mime.lower() == GRAPHQL_RESPONSE and quality > 0 for mime, quality in accept):
+        return False
+    return accept.best_match([GRAPHQL_RESPONSE, "application/json"]) == GRAPHQL_RESPONSE
+
+
+def _is_request_error(response: GraphQLHTTPResponse) -> bool:
+    """Parse, validation, variable and limit failures: nothing was executed."""
+    errors = cast(list[Mapping[str, object]], response.get("errors") or [])
+    return response.get("data") is None and bool(errors) and all("path" not in e for e in errors)
+
+
+class _JsonRequestAdapter(FlaskHTTPRequestAdapter):
+    @property
+    def body(self) -> str | bytes:
+        # Only JSON is accepted (see parse_http_body), and `request.data` would first set up
+        # werkzeug's form parsing for it: a twentieth of a small request's CPU.
+        body: bytes = self.request.get_data(parse_form_data=False)
+        return body.decode()
+
+
+class UserqlGraphQLView(GraphQLView[Context, None]):
+    """The only glue between HTTP and GraphQL."""
+
+    request_adapter_class = _JsonRequestAdapter
+
+    # A view per request (Flask's default, said here because _database relies on it).
+    init_every_request = True
+
+    def __init__(self, *, collaborators: Collaborators, **options: Any) -> None:
+        super().__init__(**options)
+        self._collaborators = collaborators
+        self._database = RequestConnection(
+            collaborators.session_factory, collaborators.reading_engine
+        )
+        self._request_data: GraphQLRequestData | list[GraphQLRequestData] | None = None
+
+    def get_context(self, request: Request, response: Response) -> Context:
+        collaborators = self._collaborators
+        token = auth.bearer_token(request.headers.getlist("Authorization"))
+        with_row = token is not None and self._may_select_caller(request)
+        principal = auth.authenticate(
+            self._database.reading(), collaborators.tokens, token, with_row=with_row
+        )
+        log: RequestLog = current_globals().request_log
+        log.principal_id = principal.user_id
+        return Context(
+            database=self._database,
+            provisioner=collaborators.provisioner,
+            principal=principal,
+            tokens=collaborators.tokens,
+            google=collaborators.google,
+            google_signup_enabled=collaborators.google_signup_enabled,
+            log=log,
+            limits=collaborators.limits,
+            exposure=collaborators.exposure,
+            rate_limiter=collaborators.rate_limiter,
+            client_address=request.remote_addr or "unknown",
+        )
+
+    def render_graphql_ide(self, request: Request) -> Response:
+        return graphiql_page(with_role_switcher=self._collaborators.development_tokens)
+
+    def _may_select_caller(self, request: Request) -> bool:
+        data = self.parse_http_body(self.request_adapter_class(request))
+        for item in data if isinstance(data, list) else [data]:
+            document = item.query or self._collaborators.documents.stored(item.extensions)
+            if document is not None and needs_caller_row(document):
+                return True
+        return False
+
+    def parse_http_body(self, request: SyncHTTPRequestAdapter) -> Any:
+        # Parsed once, when the context is built, where authentication learns from the
+        # documents which columns of the caller to read.
+        if self._request_data is None:
+            self._request_data = self._parse_http_body(request)
+        return self._request_data
+
+    def _parse_http_body(
+        self, request: SyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        if request.method == "POST":
+            _require_json_content_type(request.content_type)
+        elif self._collaborators.csrf_require_preflight and not any(
+            request.headers.get(name) for name in PREFLIGHT_HEADERS
+        ):
+            raise GraphQLHTTPException(
+                400,
+                "GET requests must carry a GraphQL-Require-Preflight header "
+                "(this server refuses possible cross-site request forgery).",
+            )
+        try:
+            return super().parse_http_body(request)
+        except UnicodeDecodeError as error:
+            raise GraphQLHTTPException(400, "The request body is not valid UTF-8.") from error
+
+    def execute_single(
+        self,
+        request: Request,
+        request_adapter: SyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        document = self._collaborators.documents.admit(request_data, context.principal.role)
+        if isinstance(document, ExecutionResult):
+            return document
+        try:
+            return super().execute_single(
+                request=request,
+                request_adapter=request_adapter,
+                sub_response=sub_response,
+                context=context,
+                root_value=root_value,
+                request_data=dataclasses.replace(request_data, query=document),
+            )
+        except GraphQLHTTPException as error:
+            if isinstance(error.__cause__, InvalidOperationTypeError):
+                # GraphQL-over-HTTP: a mutation over GET is a wrong method, not a bad request.
+                raise GraphQLHTTPException(405, "Mutations must be sent with POST.") from error
+            raise
+
+    def encode_json(self, data: object) -> bytes:
+        # A 100-user page encodes in a tenth of json.dumps's time. Every value of a GraphQL
+        # response is JSON already: Int is 32-bit and Float finite by the spec's serializers.
+        return orjson.dumps(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError) as error:
+            # ValueError covers bytes that are not UTF-8 as well as bad JSON syntax.
+            raise GraphQLHTTPException(400, "The request body is not valid JSON.") from error
+        if not isinstance(value, dict | list):
+            raise GraphQLHTTPException(400, "The request body must be a JSON object.")
+        if isinstance(value, list):
+            if self._collaborators.batch_max == 0:
+                raise GraphQLHTTPException(400, "Batching is not enabled.")
+            if len(value) > self._collaborators.batch_max:
+                raise GraphQLHTTPException(
+                    400, f"A batch may hold at most {self._collaborators.batch_max} operations."
+                )
+        return value
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        if _wants_graphql_response():
+            sub_response.content_type = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+            if isinstance(response_data, dict) and _is_request_error(response_data):
+                # GraphQL-over-HTTP: nothing ran, so 400 and no `data` entry at all.
+                sub_response.status_code = 400
+                response_data = {k: v for k, v in response_data.items() if k != "data"}  # type: ignore[assignment]
+        return super().create_response(response_data, sub_response)
+
+    def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        if result.errors:
+            result.errors = [mask_unexpected(error) for error in result.errors]
+            g.request_log.error_codes.extend(
+                (error.extensions or {}).get("code", INTERNAL) for error in result.errors
+            )
+        return super().process_result(request, result)
+
+    def dispatch_request(self) -> ResponseReturnValue:
+        try:
+            return self._run()
+        finally:
+            self._database.close()
+
+    def _run(self) -> ResponseReturnValue:
+        try:
+            return self.run(request=current_request())
+        except GraphQLHTTPException as error:
+            code = CODE_BY_STATUS.get(error.status_code, "BAD_REQUEST")
+            response = json_error(error.reason, code, error.status_code)
+            if error.status_code == 405:
+                response.headers["Allow"] = "POST"
+            return response
+        except Unauthenticated as error:
+            # RFC 6750: the client must get (or refresh) a token before trying again.
+            response = json_error(str(error), error.code, 401)
+            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+            return response
+        except DatabaseUnavailable as error:
+            # Authentication could not reach the database; nothing ran.
+            response = json_error(str(error), error.code, 503)
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+
+
+def _require_json_content_type(content_type: str | None) -> None:
+    media_type, _, parameters = (content_type or "").partition(";")
+    charset = parameters.strip().lower().removeprefix("charset=").strip('"')
+    if media_type.strip().lower() != "application/json" or charset not in ("", "utf-8"):
+        # Also what keeps HTML forms (urlencoded, multipart, text/plain) from posting here.
+        raise GraphQLHTTPException(
+            415, "Send POST requests as application/json (UTF-8), the GraphQL-over-HTTP format."
+        )
+
+
+def register(
+    app: Flask,
+    collaborators: Collaborators,
+    *,
+    graphiql: bool,
+    cors_origins: tuple[str, ...],
+    cors_allow_credentials: bool,
+) -> None:
+    view = UserqlGraphQLView.as_view(
+        "graphql",
+        schema=schema,
+        graphql_ide="graphiql" if graphiql else None,
+        collaborators=collaborators,
+    )
+    app.add_url_rule("/graphql", view_func=view, methods=["GET", "POST"])
+    if not cors_origins:
+        return  # no Access-Control headers at all: browsers keep other origins out
+    CORS(
+        app,
+        resources={r"/graphql": {}},
+        origins=list(cors_origins),
+        supports_credentials=cors_allow_credentials,
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=600,
+    )
