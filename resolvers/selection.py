@@ -1,4 +1,4 @@
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import strawberry
@@ -16,6 +16,15 @@ _KEPT_NAMES: Lru[tuple[tuple[int, ...], tuple[str, ...]], tuple[list[FieldNode],
 _KEPT_NAMES = Lru(1024)
 
 
+class NodesInfo(strawberry.Info[Any, Any]):
+    """An Info that names the document's field nodes it resolves, which Strawberry's does only
+    privately: the schema's builder configures one (see schema.fast)."""
+
+    @property
+    def field_nodes(self) -> Sequence[FieldNode]:
+        raise NotImplementedError
+
+
 def selected_names(info: strawberry.Info[Any, Any], *path: str) -> frozenset[str]:
     """The names of the fields selected at `path` below the field `info` resolves, through
     fragments.
@@ -23,9 +32,9 @@ def selected_names(info: strawberry.Info[Any, Any], *path: str) -> frozenset[str
     Directives are not evaluated, so a field under `@skip` counts: the result may name more
     fields than run, never fewer, which is what deciding what to load needs.
     """
-    # Strawberry's Info names graphql-core's only privately; its selected_fields are built
-    # from these same nodes.
-    nodes: list[FieldNode] = info._raw_info.field_nodes
+    if not isinstance(info, NodesInfo):
+        return _names_at(info.selected_fields, path)
+    nodes = info.field_nodes
     key = (tuple(map(id, nodes)), path)
     kept = _KEPT_NAMES.get(key)
     if kept is not None:

@@ -46,6 +46,10 @@ INVALID_EMAIL = InputRule("INVALID_EMAIL", "Not a valid email address.")
 PAGE_SIZE_OUT_OF_RANGE = InputRule("OUT_OF_RANGE", "Must be between 1 and 100.")
 INVALID_CURSOR = InputRule("INVALID_CURSOR", "Not a valid cursor.")
 INVALID_ID = InputRule("INVALID_ID", "Not a valid user id.")
+UNSUPPORTED_CHARACTER = InputRule(
+    "UNSUPPORTED_CHARACTER",
+    "Must not contain control, bidirectional-override or unpaired surrogate characters.",
+)
 _CODE_BY_MESSAGE = {
     rule.message: rule.code
     for rule in (
@@ -57,6 +61,7 @@ _CODE_BY_MESSAGE = {
         PAGE_SIZE_OUT_OF_RANGE,
         INVALID_CURSOR,
         INVALID_ID,
+        UNSUPPORTED_CHARACTER,
     )
 }
 

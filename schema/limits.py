@@ -10,7 +10,7 @@ import enum
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Protocol, cast
 
 from graphql import (
     BREAK,
@@ -35,7 +35,6 @@ from graphql import (
     validate,
 )
 from strawberry.extensions import SchemaExtension
-from strawberry.utils.operation import get_first_operation
 
 from services.auth import Role
 from services.documents import Lru
@@ -274,7 +273,9 @@ def _first(field: FieldNode, default: object, variables: Mapping[str, Any]) -> i
     return value if valid else 1  # type: ignore[return-value]
 
 
-# The same text parses to the same cached document object, so the caches after it hit too.
+# The same text parses to the same cached document object, so the caches after it hit too:
+# a document sent again is neither parsed nor validated nor costed again (unless its cost
+# depends on its variables).
 # The rules are part of the validation key: a role's verdict never serves another role.
 DOCUMENT_CACHE_SIZE = 512
 
@@ -357,39 +358,15 @@ def _validation_rules(introspection_allowed: bool) -> tuple[type[ASTValidationRu
     return _SPECIFIED_RULES if introspection_allowed else (*_SPECIFIED_RULES, NoIntrospection)
 
 
-class Admitted(NamedTuple):
-    document: DocumentNode
-    operation_name: str | None
-    """The operation's name, as Strawberry resolves it: the one asked for, else the first's."""
+class ServesGraphQL(Protocol):
+    """A schema that names its graphql-core schema (schema.root's does)."""
+
+    @property
+    def graphql_schema(self) -> GraphQLSchema: ...
 
 
-def admitted_operation(
-    schema: GraphQLSchema,
-    query: str,
-    limits: QueryLimits,
-    introspection_allowed: bool,
-    operation_name: str | None,
-    variables: Mapping[str, Any] | None,
-) -> Admitted | None:
-    """The operation as QueryLimitsExtension would let it run unchanged: its document parsed
-    before under these limits, valid under the rules for this caller (Strawberry's defaults,
-    without introspection unless `introspection_allowed`), within every static limit and, for
-    these variables, the cost limit. None for anything else, which only the general path
-    answers."""
-    document = _PARSED.get((query, limits.max_tokens))
-    if document is None:
-        return None
-    if operation_name is None:
-        first = get_first_operation(document)
-        operation_name = None if first is None or first.name is None else first.name.value
-    parsed = _Parsed(document)
-    if _cached_static_limit_error(parsed, limits) is not None or _cached_validation(
-        schema, parsed, _validation_rules(introspection_allowed)
-    ):
-        return None
-    if _operation_cost(schema, document, operation_name, variables) > limits.max_cost:
-        return None
-    return Admitted(document, operation_name)
+def _graphql_schema(execution: Any) -> GraphQLSchema:
+    return cast(ServesGraphQL, execution.schema).graphql_schema
 
 
 def _error(message: str, code: str) -> GraphQLError:
@@ -430,7 +407,7 @@ class QueryLimitsExtension(SchemaExtension):
                 [error]
                 if error is not None
                 else _cached_validation(
-                    execution.schema._schema, parsed, tuple(execution.validation_rules)
+                    _graphql_schema(execution), parsed, tuple(execution.validation_rules)
                 )
             )
         yield
@@ -441,8 +418,7 @@ class QueryLimitsExtension(SchemaExtension):
         document = execution.graphql_document
         cost = 0
         if document is not None:
-            # Strawberry keeps graphql-core's schema, whose types the cost walk reads, in _schema.
-            schema = execution.schema._schema
+            schema = _graphql_schema(execution)
             cost = _operation_cost(schema, document, execution.operation_name, execution.variables)
         if cost > limits.max_cost:
             # A result set here means graphql-core never executes the operation.

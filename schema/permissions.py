@@ -7,12 +7,11 @@ Rate limits count each call of a field, so aliases and batches cannot multiply a
 
 import enum
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import strawberry
-from graphql import GraphQLObjectType, GraphQLResolveInfo, GraphQLSchema
+from graphql import GraphQLObjectType, GraphQLSchema
 from strawberry.extensions import FieldExtension
 from strawberry.extensions.field_extension import SyncExtensionResolver
 from strawberry.permission import BasePermission, PermissionExtension
@@ -94,8 +93,12 @@ class RoleRule(BasePermission):
 
     def has_permission(self, source: Any, info: strawberry.Info[Context, None], **_: Any) -> bool:
         # Raises rather than returning False: on_unauthorized() cannot see who is asking.
-        # Root fields only (see apply_rules): there is no user to be.
-        self._rule.check(self._coordinate, info.context.principal, is_self=False)
+        context, rule = info.context, self._rule
+        # A User is read off its record (see schema.types.users), whose id is the user's.
+        is_self = (
+            rule.or_self and not rule.allows(context.principal.role) and _is_caller(source, context)
+        )
+        rule.check(self._coordinate, context.principal, is_self=is_self)
         return True
 
 
@@ -138,22 +141,48 @@ def apply_rules(
     if unknown:
         raise LookupError(f"access rules for fields that do not exist: {', '.join(unknown)}")
     for coordinate, rule in rules.items():
-        permission = RoleRule(coordinate, rule)
-        if coordinate.split(".")[0] in ROOT_TYPES:
-            # Once per request: Strawberry's permission extension is cheap enough here.
-            fields[coordinate].extensions.append(PermissionExtension([permission]))
-        else:
-            # Once per row, a hundred times a page: see install_field_rules.
-            fields[coordinate].directives.append(permission.schema_directive)
+        # On fields of other types than the roots, once per row: the fast path applies these
+        # rules by field_rules instead.
+        fields[coordinate].extensions.append(PermissionExtension([RoleRule(coordinate, rule)]))
     # Strawberry runs the last extension outermost: placed first, the rate limit runs inside
     # the permission, so a caller without the role is refused without being counted.
     for coordinate, bucket in rate_limits.items():
         fields[coordinate].extensions.insert(0, RateLimit(bucket))
 
 
-def install_field_rules(schema: GraphQLSchema, rules: dict[str, Rule] = RULES) -> None:
-    """Resolves each ruled field of a non-root type with one small function that applies the
-    rule and reads the attribute, instead of Strawberry's extension chain per row."""
+def _is_caller(source: Any, context: Context) -> bool:
+    return context.is_caller(source.id)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """A rule on a field of a non-root type, as the fast path applies it (see field_rules):
+    what RoleRule decides, for a field that reads an attribute of its source."""
+
+    type_name: str
+    field_name: str
+    attribute: str
+    rule: Rule
+
+    def admits(self, source: Any, context: Context) -> bool:
+        rule = self.rule
+        return rule.allows(context.principal.role) or (rule.or_self and _is_caller(source, context))
+
+    def read(self, source: Any, context: Context) -> Any:
+        """The field's value; raises Unauthenticated or Forbidden as RoleRule does."""
+        if not self.admits(source, context):
+            self.rule.check(f"{self.type_name}.{self.field_name}", context.principal, is_self=False)
+        return getattr(source, self.attribute)
+
+    def settled_by_role(self, context: Context) -> bool:
+        """Whether the caller's role alone admits them, so that every row reads `attribute`."""
+        return self.rule.allows(context.principal.role)
+
+
+def field_rules(schema: GraphQLSchema, rules: dict[str, Rule] = RULES) -> tuple[FieldRule, ...]:
+    """The rules on fields of non-root types of `schema`. Raises TypeError for a rule that
+    cannot hold there."""
+    found = []
     for coordinate, rule in rules.items():
         type_name, field_name = coordinate.split(".")
         if type_name in ROOT_TYPES:
@@ -163,32 +192,8 @@ def install_field_rules(schema: GraphQLSchema, rules: dict[str, Rule] = RULES) -
             raise TypeError(f"{coordinate}: rules apply to fields of object types")
         if rule.or_self and type_name != USER_TYPE:
             raise TypeError(f"{coordinate}: or_self applies to fields of {USER_TYPE}")
-        graphql_type.fields[field_name].resolve = _rule_resolver(coordinate, rule, field_name)
-
-
-def _rule_resolver(coordinate: str, rule: Rule, field_name: str) -> Callable[..., Any]:
-    attribute = _snake_case(field_name)
-
-    def read(source: Any, context: Context) -> Any:
-        principal = context.principal
-        if not rule.allows(principal.role):
-            # A User is read off its record (see schema.types.users), whose id is the user's.
-            is_self = rule.or_self and context.is_caller(source.id)
-            rule.check(coordinate, principal, is_self=is_self)
-        return getattr(source, attribute)
-
-    def resolve(source: Any, info: GraphQLResolveInfo[Any], **_: Any) -> Any:
-        return read(source, info.context)
-
-    def settled_by_role(context: Context) -> bool:
-        """Whether the caller's role alone admits them, so that every row reads `attribute`."""
-        return rule.allows(context.principal.role)
-
-    # What schema/execution.py uses when it completes a whole row in one pass.
-    resolve.read = read  # type: ignore[attr-defined]
-    resolve.settled_by_role = settled_by_role  # type: ignore[attr-defined]
-    resolve.attribute = attribute  # type: ignore[attr-defined]
-    return resolve
+        found.append(FieldRule(type_name, field_name, _snake_case(field_name), rule))
+    return tuple(found)
 
 
 def _snake_case(name: str) -> str:

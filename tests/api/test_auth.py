@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import create_app
 from db import models
-from schema.permissions import RULES, Rule, apply_rules, install_field_rules
+from schema.permissions import RULES, Rule, apply_rules, field_rules
 from schema.root import schema as built_schema
 from services import users as user_service
 from services.auth import Role, TokenService
@@ -297,4 +297,4 @@ def test_type_field_rules_that_cannot_hold_refuse_to_install(
 ) -> None:
     # "Self" is the user the field is read on: only a User has one.
     with pytest.raises(TypeError, match=complaint):
-        install_field_rules(built_schema._schema, {coordinate: rule})
+        field_rules(built_schema.graphql_schema, {coordinate: rule})

@@ -1,6 +1,6 @@
-"""The shortcuts (document caches, admitted operations run without Strawberry's extension
-machinery, the one-pass completion of plain subtrees) must answer byte for byte what the
-general path does, cold or warm. The corpus is every GraphQL document written in the test
+"""The shortcuts (document caches, the fast path's one-pass completion of plain subtrees and
+its other parts) must answer byte for byte what stock Strawberry execution without any cache
+does, cold or warm. The corpus is every GraphQL document written in the test
 suite, and requests with variables, operation names and GET, sent as anonymous, USER and
 ADMIN."""
 
@@ -21,8 +21,8 @@ from strawberry.schema import schema as strawberry_schema
 
 from app import create_app
 from db import models
-from schema import execution, known_operations, limits, root
-from schema.execution import LeafExecutor
+from schema import fast, limits, root
+from schema.fast import FastExecutionContext
 from schema.permissions import Rule
 from schema.types.pagination import encode_cursor
 from services.auth import Role, TokenService
@@ -30,6 +30,7 @@ from services.documents import Lru
 from services.rate_limit import Rate
 from settings import Settings
 from tests.factories import make_user, make_users
+from tests.fast_execution import serve
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,12 @@ def is_mutation(document: str) -> bool:
 CORPUS = suite_documents()
 
 
+@pytest.fixture(autouse=True)
+def _fast_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the fast path: they have it even when the suite runs without."""
+    serve(monkeypatch, root.executable_schema(fast_execution=True))
+
+
 def test_the_corpus_is_the_suite() -> None:
     assert len(CORPUS) > 40
     assert any("users(first: 2)" in document for document in CORPUS)
@@ -70,13 +77,13 @@ def test_the_corpus_is_the_suite() -> None:
 def completions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """One entry per object (or set of root fields) the executor completes."""
     calls: list[int] = []
-    original = LeafExecutor.execute_fields
+    original = FastExecutionContext.execute_fields
 
-    def counting(self: LeafExecutor, *args: Any, **kwargs: Any) -> Any:
+    def counting(self: FastExecutionContext, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(LeafExecutor, "execute_fields", counting)
+    monkeypatch.setattr(FastExecutionContext, "execute_fields", counting)
     return calls
 
 
@@ -119,7 +126,7 @@ def test_a_rule_the_role_settles_costs_nothing_per_row(
         return original(self, role)
 
     monkeypatch.setattr(Rule, "allows", counting)
-    monkeypatch.setattr(execution, "_LEAF_PLANS", Lru(1024))  # plans kept by earlier tests
+    fast.forget_kept_plans()  # plans kept by earlier tests
     query = {"query": "{ users(first: 7) { edges { node { id email } } } }"}
     admin_page = admin_client.post("/graphql", json=query).get_json()
     assert len(admin_page["data"]["users"]["edges"]) == 7
@@ -145,15 +152,18 @@ def savepoint(connection: Connection) -> Iterator[None]:
 
 
 @pytest.fixture
-def apps(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[Flask, Flask]:
+def apps(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> Iterator[tuple[Flask, Flask]]:
+    """An app with the fast path and one with stock Strawberry execution."""
     # Limits far above what the corpus sends, so rate limiting never differs between runs.
     roomy = replace(
         settings, rate_limits={"sign_in": Rate(10**6, 60), "create_user": Rate(10**6, 60)}
     )
-    return (
-        create_app(roomy, session_factory=session_factory),
-        create_app(roomy, session_factory=session_factory),
-    )
+    fast_app = create_app(roomy, session_factory=session_factory)
+    with pytest.MonkeyPatch.context() as stock:
+        serve(stock, root.executable_schema(fast_execution=False))
+        yield fast_app, create_app(roomy, session_factory=session_factory)
 
 
 # What the corpus alone does not send: variables (a cost that depends on them, a bad one,
@@ -200,19 +210,8 @@ TARGETED: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-@pytest.fixture
-def admitted(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """One entry per operation: whether the admitted path answered it."""
-    taken: list[bool] = []
-    original = known_operations.execute_admitted
-
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        taken.append(result is not None)
-        return result
-
-    monkeypatch.setattr(root, "execute_admitted", recording)
-    return taken
+def _cache_hits() -> int:
+    return limits._cached_validation.cache_info().hits
 
 
 def test_cached_and_uncached_answers_are_identical(
@@ -221,7 +220,6 @@ def test_cached_and_uncached_answers_are_identical(
     session_factory: sessionmaker[Session],
     tokens: TokenService,
     monkeypatch: pytest.MonkeyPatch,
-    admitted: list[bool],
 ) -> None:
     admin = make_user(session_factory, email="admin@example.com", role=models.Role.ADMIN)
     member = make_user(session_factory, email="member@example.com")
@@ -231,7 +229,7 @@ def test_cached_and_uncached_answers_are_identical(
         "user": tokens.issue(user_id=member.id, role=Role.USER).token,
         "admin": tokens.issue(user_id=admin.id, role=Role.ADMIN).token,
     }
-    cached_app, uncached_app = apps
+    cached_app, stock_app = apps
 
     def answer(app: Flask, method: str, body: dict[str, Any], token: str | None) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -251,25 +249,22 @@ def test_cached_and_uncached_answers_are_identical(
             if caller == "admin" and is_mutation(body["query"]):
                 continue  # new rows get new ids and timestamps on every run
             cold = answer(cached_app, method, body, token)
-            admitted.clear()
+            hits = _cache_hits()
             warm = answer(cached_app, method, body, token)
-            compared += admitted == [True]
+            compared += _cache_hits() > hits
             with monkeypatch.context() as general:
                 for name in ("_cached_static_limit_error", "_cached_validation"):
                     general.setattr(limits, name, getattr(limits, name).__wrapped__)
                 general.setattr(limits, "_PARSED", Lru(0))
-                general.setattr(LeafExecutor, "enabled", False)
-                admitted.clear()
-                uncached = answer(uncached_app, method, body, token)
-                assert not any(admitted)
+                uncached = answer(stock_app, method, body, token)
             assert cold == warm == uncached, (caller, method, body)
-    # Most requests the second time round run as admitted operations; the rest (errors,
-    # refusals) are the general path's to answer both times.
+    # Most documents the second time round are neither parsed nor validated again; the rest
+    # (syntax errors, refusals) are answered the same way both times.
     assert compared > 100
 
 
 def test_an_execution_that_raises_is_answered_alike(
-    admin_client: FlaskClient, monkeypatch: pytest.MonkeyPatch, admitted: list[bool]
+    admin_client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     query = {"query": "{ users { totalCount } }"}
     admin_client.post("/graphql", json=query)
@@ -277,14 +272,11 @@ def test_an_execution_that_raises_is_answered_alike(
     def failing(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(known_operations, "execute", failing)
     monkeypatch.setattr(strawberry_schema, "execute", failing)
-    admitted.clear()
+    hits = _cache_hits()
     warm = admin_client.post("/graphql", json=query)
-    assert admitted == [True]
+    assert _cache_hits() > hits
     monkeypatch.setattr(limits, "_PARSED", Lru(0))
-    admitted.clear()
     general = admin_client.post("/graphql", json=query)
-    assert admitted == [False]
     assert (warm.status_code, warm.get_data()) == (general.status_code, general.get_data())
     assert warm.get_json()["errors"][0]["extensions"]["code"] == "INTERNAL"

@@ -10,7 +10,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 
-from schema.extension_hooks import KeptHooksRunner
+from schema.fast import KeptHooksRunner
 
 EVENTS: list[str] = []
 

@@ -50,3 +50,27 @@ def test_nothing_below_the_root_imports_it_or_the_settings() -> None:
         if not name.startswith("cli/") and name not in {"app.py", "settings.py"}
     }
     assert {name: found for name, found in below.items() if found} == {}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The full names of the modules a module imports from."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_only_the_schema_builder_imports_the_fast_path() -> None:
+    paths = [ROOT / "app.py", ROOT / "settings.py"]
+    paths += [path for package in HOUSE for path in (ROOT / package).rglob("*.py")]
+    importing = {
+        str(path.relative_to(ROOT))
+        for path in paths
+        if any(name.startswith("schema.fast") for name in imported_modules(path))
+        and not str(path.relative_to(ROOT)).startswith("schema/fast/")
+    }
+    assert importing == {"schema/root.py"}

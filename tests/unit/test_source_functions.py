@@ -7,7 +7,7 @@ import strawberry
 from strawberry.extensions import FieldExtension
 from strawberry.types.base import get_object_definition
 
-from schema.execution import _source_function
+from schema.fast import source_function
 
 
 class Shout(FieldExtension):
@@ -60,7 +60,7 @@ class Item:
 
 def _function(name: str) -> Any:
     [field] = [f for f in get_object_definition(Item, strict=True).fields if f.name == name]
-    return _source_function(field)
+    return source_function(field)
 
 
 def test_resolvers_of_the_source_alone_are_read_as_strawberry_calls_them() -> None:
@@ -74,4 +74,4 @@ def test_resolvers_of_the_source_alone_are_read_as_strawberry_calls_them() -> No
 def test_other_fields_are_left_to_the_general_path() -> None:
     for name in ("n", "with_info", "with_argument", "constant", "later", "shouted"):
         assert _function(name) is None, name
-    assert _source_function(None) is None
+    assert source_function(None) is None

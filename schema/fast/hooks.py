@@ -2,9 +2,9 @@
 
 For every operation Strawberry looks up each extension's four hooks again, asks `inspect`
 whether each is a generator function and wraps it with `contextlib.contextmanager`, which
-copies its metadata with `functools.update_wrapper`: for a single `user(id)` more CPU than the
-hooks' own work. What that produces depends on the extension's class alone, so it is kept per
-class here; entering and leaving the hooks is still Strawberry's, in its order.
+copies its metadata with `functools.update_wrapper`: work that, for a small operation, weighs
+more than the hooks' own. What that produces depends on the extension's class alone, so it is
+kept per class here; entering and leaving the hooks is still Strawberry's, in its order.
 """
 
 import contextlib
