@@ -34,10 +34,12 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="upgrade the database to the newest migration")
     commands.add_parser("seed", help="add the example users that are missing")
     export = commands.add_parser(
-        "export-schema", help="write schema.graphql and the README's permission matrix"
+        "export-schema",
+        help="write schema.graphql, the README's permission matrix and docs/api.md's role schemas",
     )
     export.add_argument("--path", type=Path, default=SOURCE_ROOT / "schema.graphql")
     export.add_argument("--readme", type=Path, default=SOURCE_ROOT / "README.md")
+    export.add_argument("--api-doc", type=Path, default=SOURCE_ROOT / "docs" / "api.md")
     schema_commands = commands.add_parser("schema", help="schema tools").add_subparsers(
         dest="schema_command", required=True
     )
@@ -87,8 +89,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "schema":
         return schema_tools.check_schema(args.against, args.acknowledged)
     if args.command == "export-schema":
-        schema_tools.export_schema(args.path, args.readme)
-        print(f"wrote {args.path}, and the permission matrix and role schemas in {args.readme}")  # noqa: T201
+        schema_tools.export_schema(args.path, args.readme, args.api_doc)
+        print(  # noqa: T201
+            f"wrote {args.path}, the permission matrix in {args.readme} "
+            f"and the role schemas in {args.api_doc}"
+        )
         return 0
     session_factory = make_session_factory(make_engine(settings.database_url))
     if args.command == "seed":

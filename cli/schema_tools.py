@@ -1,5 +1,6 @@
-"""`userql export-schema` and `userql schema check`: the committed SDL, the README's
-generated sections, and breaking changes against them."""
+"""`userql export-schema` and `userql schema check`: the committed SDL, the generated
+sections of the docs (the permission matrix in README.md, the per-role schemas in
+docs/api.md), and breaking changes against the SDL."""
 
 import sys
 from pathlib import Path
@@ -39,17 +40,27 @@ def _replace_between(text: str, start: str, end: str, content: str, *, where: Pa
     return head + start + content + end + tail
 
 
-def export_schema(schema_path: Path, readme_path: Path) -> None:
-    """Writes the SDL, and the permission matrix and per-role schemas into the README."""
+def export_schema(schema_path: Path, readme_path: Path, api_doc_path: Path) -> None:
+    """Writes the SDL, the permission matrix into the README and the per-role schemas into
+    the API reference. Both documents are checked for their markers before anything is
+    written."""
+    readme = _replace_between(
+        readme_path.read_text(encoding="utf-8"),
+        MATRIX_START,
+        MATRIX_END,
+        permission_matrix(),
+        where=readme_path,
+    )
+    api_doc = _replace_between(
+        api_doc_path.read_text(encoding="utf-8"),
+        ROLE_SCHEMAS_START,
+        ROLE_SCHEMAS_END,
+        role_schemas_markdown(),
+        where=api_doc_path,
+    )
     schema_path.write_text(schema.as_str() + "\n", encoding="utf-8")
-    readme = readme_path.read_text(encoding="utf-8")
-    readme = _replace_between(
-        readme, MATRIX_START, MATRIX_END, permission_matrix(), where=readme_path
-    )
-    readme = _replace_between(
-        readme, ROLE_SCHEMAS_START, ROLE_SCHEMAS_END, role_schemas_markdown(), where=readme_path
-    )
-    readme_path.write_text(readme)
+    readme_path.write_text(readme, encoding="utf-8")
+    api_doc_path.write_text(api_doc, encoding="utf-8")
 
 
 def check_schema(against: Path, acknowledged: Path) -> int:

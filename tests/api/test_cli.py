@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 
 from app import build_token_service
-from cli import main
+from cli import SOURCE_ROOT, main, parser
 from cli.schema_tools import (
     MATRIX_END,
     MATRIX_START,
@@ -54,32 +54,59 @@ def test_seed_is_idempotent(migrated: str, capsys: pytest.CaptureFixture[str]) -
     assert "seeded 0 example users" in capsys.readouterr().out
 
 
-def test_export_schema_writes_the_sdl_and_the_matrix(
+def test_export_schema_writes_the_sdl_the_matrix_and_the_role_schemas(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "out.graphql"
     readme = tmp_path / "README.md"
-    readme.write_text(
-        f"# Title\n{MATRIX_START}stale\n{MATRIX_END}\nmiddle\n"
-        f"{ROLE_SCHEMAS_START}stale\n{ROLE_SCHEMAS_END}\nafter\n"
-    )
-    assert main(["export-schema", "--path", str(target), "--readme", str(readme)]) == 0
+    readme.write_text(f"# Title\n{MATRIX_START}stale\n{MATRIX_END}\nafter\n")
+    api_doc = tmp_path / "api.md"
+    api_doc.write_text(f"# API\n{ROLE_SCHEMAS_START}stale\n{ROLE_SCHEMAS_END}\nafter\n")
+    args = ["export-schema", "--path", str(target), "--readme", str(readme)]
+    assert main([*args, "--api-doc", str(api_doc)]) == 0
     assert target.read_text() == schema.as_str() + "\n"
-    assert readme.read_text() == (
-        f"# Title\n{MATRIX_START}{permission_matrix()}{MATRIX_END}\nmiddle\n"
-        f"{ROLE_SCHEMAS_START}{role_schemas_markdown()}{ROLE_SCHEMAS_END}\nafter\n"
+    assert (
+        readme.read_text() == f"# Title\n{MATRIX_START}{permission_matrix()}{MATRIX_END}\nafter\n"
     )
-    assert str(target) in capsys.readouterr().out
+    assert api_doc.read_text() == (
+        f"# API\n{ROLE_SCHEMAS_START}{role_schemas_markdown()}{ROLE_SCHEMAS_END}\nafter\n"
+    )
+    out = capsys.readouterr().out
+    assert str(target) in out
+    assert str(api_doc) in out
 
 
-def test_export_schema_needs_the_markers(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("readme_text", "api_doc_text", "missing"),
+    [
+        ("# no markers\n", f"{ROLE_SCHEMAS_START}{ROLE_SCHEMAS_END}\n", "permission-matrix"),
+        (f"{MATRIX_START}{MATRIX_END}\n", "# no markers\n", "role-schemas"),
+    ],
+)
+def test_export_schema_needs_the_markers_and_then_writes_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    readme_text: str,
+    api_doc_text: str,
+    missing: str,
 ) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text("# no markers\n")
-    args = ["export-schema", "--path", str(tmp_path / "s.graphql"), "--readme", str(readme)]
-    assert main(args) == 2
-    assert "has no <!-- permission-matrix:start" in capsys.readouterr().err
+    readme, api_doc, target = tmp_path / "README.md", tmp_path / "api.md", tmp_path / "s.graphql"
+    readme.write_text(readme_text)
+    api_doc.write_text(api_doc_text)
+    args = ["export-schema", "--path", str(target), "--readme", str(readme)]
+    assert main([*args, "--api-doc", str(api_doc)]) == 2
+    assert f"has no <!-- {missing}:start" in capsys.readouterr().err
+    assert (readme.read_text(), api_doc.read_text()) == (readme_text, api_doc_text)
+    assert not target.exists()
+
+
+def test_export_schema_writes_the_project_docs_by_default() -> None:
+    export = parser().parse_args(["export-schema"])
+    assert (export.path, export.readme, export.api_doc) == (
+        SOURCE_ROOT / "schema.graphql",
+        SOURCE_ROOT / "README.md",
+        SOURCE_ROOT / "docs" / "api.md",
+    )
 
 
 def test_create_admin_is_idempotent_and_promotes(

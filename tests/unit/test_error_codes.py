@@ -47,8 +47,8 @@ def emitted_codes() -> set[str]:
 
 
 def documented_codes() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Errors", 1)[1].split("\n## ", 1)[0]
+    api_doc = (ROOT / "docs" / "api.md").read_text()
+    section = api_doc.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
     table = [line for line in section.splitlines() if line.startswith("| `")]
     return {code for line in table for code in re.findall(r"`([A-Z_]+)`", line.split("|")[1])}
 
