@@ -31,7 +31,8 @@ RUN printf '#!/bin/sh\nexec python -m cli "$@"\n' > /usr/local/bin/userql \
     && chmod 0755 /usr/local/bin/userql \
     && python -m compileall -q /srv/userql
 USER 10001:10001
-EXPOSE 8000
+# 8000: the API; 8081: /livez and /readyz from a thread of their own (HEALTH_PORT).
+EXPOSE 8000 8081
 # Ready means the database answers and is migrated; it asks the address gunicorn binds.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["userql", "healthcheck"]
 CMD ["gunicorn", "app:create_app()"]

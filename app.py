@@ -11,13 +11,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from db import session as database
 from db.migrations import migrations_head
-from db.session import make_engine, make_reading_engine, make_session_factory, wait_for_database
 from schema.limits import ExposurePolicy
+from schema.root import executable_schema
 from services import auth, documents
 from services.google import CachingRequest, GoogleIdTokenVerifier
+from services.health import ReadinessProbe, check_readiness
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
 from services.rate_limit import RateLimiter, RedisCounter
+from services.shared_redis import SharedRedis
+from services.unit_of_work import UnitOfWork
 from settings import ConfigError, Environment, Settings
 from web import errors, graphiql, graphql_view, health, request_log
 from web.collaborators import Collaborators
@@ -63,11 +67,14 @@ def build_google_verifier(settings: Settings) -> GoogleIdTokenVerifier:
     )
 
 
-def build_redis(settings: Settings) -> redis.Redis | None:
+def build_redis(settings: Settings) -> SharedRedis | None:
     if not settings.redis_url:
         return None
-    # Short timeouts: a slow Redis must cost a request little before we fall back.
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    # Short timeouts: a hung Redis costs one of them, then the breaker skips it for a while.
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    return SharedRedis(client)
 
 
 def build_collaborators(
@@ -106,16 +113,15 @@ def create_app(
     settings: Settings | None = None, *, session_factory: sessionmaker[Session] | None = None
 ) -> Flask:
     """The WSGI app. Under gunicorn, each worker calls this after the fork, so every worker
-    builds its own engine and no connection is shared across processes."""
+    builds its own engines and no connection is shared across processes."""
     settings = settings or Settings.from_env()
     request_log.configure_logging(settings.log_level)
-    reading_engine = None
     if session_factory is None:
-        engine = make_engine(settings.database_url, settings.database_pool)
-        if not wait_for_database(engine, seconds=settings.database_wait_seconds):
-            logger.warning("starting without the database; /readyz answers 503 until it is back")
-        session_factory = make_session_factory(engine)
-        reading_engine = make_reading_engine(settings.database_url, settings.database_pool)
+        session_factory, reading_engine, readiness_factory = database.connect(
+            settings.database_url, settings.database_pool, settings.database_wait_seconds
+        )
+    else:
+        reading_engine, readiness_factory = None, session_factory
     collaborators = build_collaborators(settings, session_factory, reading_engine)
     app = Flask(__name__)
     # Werkzeug answers 413 (as JSON, below) before a larger body is read.
@@ -123,9 +129,10 @@ def create_app(
     if settings.trusted_proxies:
         proxies = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
-    request_log.register(app)
+    request_log.register(app, request_timeout_seconds=settings.request_timeout_seconds)
     graphql_view.register(
         app,
+        executable_schema(fast_execution=settings.fast_execution),
         collaborators,
         graphiql=settings.graphiql,
         cors_origins=settings.cors_origins,
@@ -133,6 +140,10 @@ def create_app(
     )
     if settings.graphiql:
         graphiql.register(app, collaborators)
-    health.register(app, session_factory, collaborators.tokens, expected_revision=migrations_head())
+    revision = migrations_head()
+    probe = ReadinessProbe(
+        lambda: check_readiness(UnitOfWork(readiness_factory), expected_revision=revision)
+    )
+    health.register(app, probe, collaborators.tokens, revision=revision, port=settings.health_port)
     errors.register(app)
     return app

@@ -31,7 +31,8 @@ bind = _setting("BIND", f"0.0.0.0:{_setting('PORT', '8000')}")
 # requests at the least CPU per request; more threads only fought over the GIL. The gthread
 # class stays so that threads can be raised where requests wait long (a slow webhook).
 workers = _whole("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
-worker_class = "gthread"
+# gunicorn's gthread worker, told each request's arrival and serving the health port.
+worker_class = "web.worker.ThreadWorker"
 threads = _whole("GUNICORN_THREADS", 1)
 # Each worker imports the app and builds its own engine after the fork: no connection is
 # ever shared between processes.

@@ -99,6 +99,15 @@ class Settings:
     DB_POOL_TIMEOUT_SECONDS, DB_CONNECT_TIMEOUT_SECONDS, DB_READ_TIMEOUT_SECONDS."""
     database_wait_seconds: float = 10.0
     """DB_WAIT_SECONDS: how long startup and `userql migrate` wait for the database."""
+    request_timeout_seconds: float = 10.0
+    """REQUEST_TIMEOUT_SECONDS: a request's whole budget from its arrival, queueing included;
+    bounds every database statement, the webhook and the wait for a worker."""
+    fast_execution: bool = True
+    """FAST_EXECUTION: run operations on the fast path (schema/fast); false runs Strawberry's
+    stock execution, e.g. to rule the fast path out after an upgrade."""
+    health_port: int = 8081
+    """HEALTH_PORT: where each gunicorn worker also answers /livez and /readyz from a thread
+    of its own; 0 turns it off."""
     cors_origins: tuple[str, ...] = ()
     """CORS_ORIGINS: comma-separated origins allowed to call the API from a browser."""
     cors_allow_credentials: bool = False
@@ -180,6 +189,17 @@ class Settings:
             database_pool=_pool_options(values),
             database_wait_seconds=_parse_number(
                 "DB_WAIT_SECONDS", values.get("DB_WAIT_SECONDS", "10"), float, low=0.0, high=600.0
+            ),
+            request_timeout_seconds=_parse_number(
+                "REQUEST_TIMEOUT_SECONDS",
+                values.get("REQUEST_TIMEOUT_SECONDS", "10"),
+                float,
+                low=0.5,
+                high=600.0,
+            ),
+            fast_execution=_parse_bool("FAST_EXECUTION", values.get("FAST_EXECUTION", "true")),
+            health_port=_parse_number(
+                "HEALTH_PORT", values.get("HEALTH_PORT", "8081"), int, low=0, high=65535
             ),
             cors_origins=_cors_origins(
                 values.get("CORS_ORIGINS", ""), allow_credentials=cors_credentials

@@ -9,6 +9,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.deadline import bounded
+
 logger = logging.getLogger(__name__)
 
 # Longer than the provisioning timeout, so a writer waiting for SQLite's lock outlasts a
@@ -35,6 +37,17 @@ class PoolOptions:
     """Bounds a statement on a connection whose server went silent."""
 
 
+# Readiness asks the database on a pool of its own with short timeouts: a probe must answer
+# within a second, whatever the requests' pool is waiting for.
+READINESS_POOL = PoolOptions(
+    size=1,
+    max_overflow=1,
+    timeout_seconds=0.5,
+    connect_timeout_seconds=0.9,
+    read_timeout_seconds=0.9,
+)
+
+
 def default_database_url() -> str:
     return f"sqlite:///{INSTANCE_DIR / 'userql.sqlite3'}"
 
@@ -42,7 +55,8 @@ def default_database_url() -> str:
 def make_engine(url: str, pool: PoolOptions | None = None) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         return _make_sqlite_engine(url)
-    return create_engine(url, **_server_options(url, pool or PoolOptions()))
+    pool = pool or PoolOptions()
+    return _bounded(create_engine(url, **_server_options(url, pool)), pool)
 
 
 def make_reading_engine(url: str, pool: PoolOptions | None = None) -> Engine | None:
@@ -56,9 +70,10 @@ def make_reading_engine(url: str, pool: PoolOptions | None = None) -> Engine | N
     """
     if make_url(url).get_backend_name() not in ("mysql", "mariadb"):
         return None
-    options = _server_options(url, pool or PoolOptions())
+    pool = pool or PoolOptions()
+    options = _server_options(url, pool)
     options.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
-    return create_engine(url, **options)
+    return _bounded(create_engine(url, **options), pool)
 
 
 def _server_options(url: str, pool: PoolOptions) -> dict[str, Any]:
@@ -76,10 +91,46 @@ def _server_options(url: str, pool: PoolOptions) -> dict[str, Any]:
         options["connect_args"] = {
             "charset": "utf8mb4",
             "connect_timeout": pool.connect_timeout_seconds,
-            "read_timeout": pool.read_timeout_seconds,
-            "write_timeout": pool.read_timeout_seconds,
+            # PyMySQL reads the server's greeting under read_timeout: a server that accepts
+            # and stays silent must fail within the connect timeout, so the connection starts
+            # with that and gets the statements' timeouts once connected (_bounded).
+            "read_timeout": pool.connect_timeout_seconds,
+            "write_timeout": pool.connect_timeout_seconds,
         }
     return options
+
+
+def _bounded(engine: Engine, pool: PoolOptions) -> Engine:
+    """Every statement waits at most DB_READ_TIMEOUT_SECONDS, and no longer than the
+    request's deadline (db.deadline) allows; connecting and the pool's ping on checkout wait
+    at most DB_CONNECT_TIMEOUT_SECONDS.
+
+    PyMySQL applies its `_read_timeout`/`_write_timeout` attributes to the socket before
+    each read and write (pymysql.connections, 1.1 and 1.2), which is what lets a timeout
+    change between statements of one connection; tests/integration/test_deadlines.py
+    fails if a PyMySQL release stops doing so.
+    """
+    if engine.dialect.driver != "pymysql":
+        return engine
+
+    @event.listens_for(engine, "checkin")
+    def _back_to_the_connect_timeout(dbapi_connection: Any, _record: Any) -> None:
+        # The pool's ping at the next checkout is bounded like a connect, not a statement.
+        if dbapi_connection is not None:
+            _set_timeouts(dbapi_connection, pool.connect_timeout_seconds)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _within_the_deadline(
+        connection: Connection, _cursor: Any, _statement: str, *_args: Any
+    ) -> None:
+        _set_timeouts(connection.connection.dbapi_connection, bounded(pool.read_timeout_seconds))
+
+    return engine
+
+
+def _set_timeouts(dbapi_connection: Any, seconds: float) -> None:
+    dbapi_connection._read_timeout = seconds
+    dbapi_connection._write_timeout = seconds
 
 
 def _make_sqlite_engine(url: str) -> Engine:
@@ -130,3 +181,19 @@ def wait_for_database(engine: Engine, *, seconds: float, interval: float = 1.0) 
             if attempt > 1:
                 logger.info("database reachable after %d attempts", attempt)
             return True
+
+
+def connect(
+    url: str, pool: PoolOptions, wait_seconds: float
+) -> tuple[sessionmaker[Session], Engine | None, sessionmaker[Session]]:
+    """What a server process talks to the database with: sessions for writes, the engine
+    for reads (MySQL and MariaDB, else None), and sessions for readiness checks. Waits up to
+    `wait_seconds` for the database, then goes on without it."""
+    engine = make_engine(url, pool)
+    if not wait_for_database(engine, seconds=wait_seconds):
+        logger.warning("starting without the database; /readyz answers 503 until it is back")
+    return (
+        make_session_factory(engine),
+        make_reading_engine(url, pool),
+        make_session_factory(make_engine(url, READINESS_POOL)),
+    )

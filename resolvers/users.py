@@ -18,6 +18,7 @@ from schema.types.users import (
     user_attributes,
 )
 from services import users as user_service
+from services.text import is_storable
 
 Info = strawberry.Info[Context, None]
 _REQUIRED_MESSAGES: dict[str, str | list[Any] | dict[Any, Any]] = {
@@ -53,11 +54,17 @@ class UserArgs(Schema):
     )
 
 
+def _storable(value: str) -> None:
+    if not is_storable(value):
+        raise ValidationError(errors.UNSUPPORTED_CHARACTER.message)
+
+
 class CreateUserArgs(Schema):
     name = fields.String(
         required=True,
         error_messages=_REQUIRED_MESSAGES,
         validate=[
+            _storable,
             validate.Length(min=1, error=errors.BLANK.message),
             validate.Length(max=models.NAME_MAX_LENGTH, error=errors.NAME_TOO_LONG.message),
         ],
@@ -66,6 +73,7 @@ class CreateUserArgs(Schema):
         required=True,
         error_messages=_REQUIRED_MESSAGES,
         validate=[
+            _storable,
             validate.Length(max=models.EMAIL_MAX_LENGTH, error=errors.EMAIL_TOO_LONG.message),
             validate.Email(error=errors.INVALID_EMAIL.message),
         ],

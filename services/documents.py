@@ -1,17 +1,16 @@
 """GraphQL documents known by their SHA-256: Automatic Persisted Queries, and trusted
 documents (a committed manifest of the only operations non-admin callers may run)."""
 
+import contextlib
 import hashlib
-import logging
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Generic, Protocol, TypeVar
 
-import redis
+from services.shared_redis import RedisUnavailable, SharedRedis
 
-logger = logging.getLogger(__name__)
 K = TypeVar("K")
 V = TypeVar("V")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -59,27 +58,27 @@ class MemoryDocumentStore(Lru[str, str]):
 
 
 class RedisDocumentStore:
-    """Shared by every worker; a Redis failure degrades to this process's own store."""
+    """Shared by every worker; while Redis is unavailable, this process's own store
+    answers (services.shared_redis decides when Redis is asked)."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "userql:apq") -> None:
-        self._client = client
+    def __init__(self, shared: SharedRedis, prefix: str = "userql:apq") -> None:
+        self._shared = shared
         self._prefix = prefix
         self._local = MemoryDocumentStore()
 
     def get(self, key: str) -> str | None:
+        name = f"{self._prefix}:{key}"
         try:
-            value = self._client.get(f"{self._prefix}:{key}")
-        except redis.RedisError as error:
-            logger.warning("persisted queries fall back to this process; Redis failed: %s", error)
+            value = self._shared.run(lambda client: client.get(name))
+        except RedisUnavailable:
             return self._local.get(key)
         return None if value is None else bytes(value).decode()  # type: ignore[arg-type]
 
     def put(self, key: str, document: str) -> None:
         self._local.put(key, document)
-        try:
-            self._client.set(f"{self._prefix}:{key}", document, ex=REDIS_TTL_SECONDS)
-        except redis.RedisError as error:
-            logger.warning("persisted queries fall back to this process; Redis failed: %s", error)
+        name = f"{self._prefix}:{key}"
+        with contextlib.suppress(RedisUnavailable):  # kept in this process meanwhile
+            self._shared.run(lambda client: client.set(name, document, ex=REDIS_TTL_SECONDS))
 
 
 def check_manifest(manifest: Mapping[str, str]) -> dict[str, str]:

@@ -56,6 +56,18 @@ class DatabaseUnavailable(ServiceError):
     code = "SERVICE_UNAVAILABLE"
 
 
+class RequestTimedOut(ServiceError):
+    """The request's time (REQUEST_TIMEOUT_SECONDS) ran out before a step could start."""
+
+    code = "REQUEST_TIMEOUT"
+
+
+class OutcomeUnknown(ServiceError):
+    """The connection died after COMMIT was sent: the change may or may not be saved."""
+
+    code = "OUTCOME_UNKNOWN"
+
+
 class GoogleUnavailable(ServiceError):
     """Google's signing certificates could not be fetched; nothing is wrong with the token."""
 

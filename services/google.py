@@ -24,6 +24,7 @@ from services.errors import (
     NotRegistered,
 )
 from services.provisioning import Provisioner
+from services.text import storable
 from services.unit_of_work import UnitOfWork
 from services.users import create_user, normalize_email
 
@@ -165,7 +166,7 @@ class GoogleIdTokenVerifier:
 
 
 def _display_name(name: object, email: str) -> str:
-    text = name.strip() if isinstance(name, str) else ""
+    text = storable(name).strip() if isinstance(name, str) else ""
     return (text or email.split("@", 1)[0])[: models.NAME_MAX_LENGTH]
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from db.deadline import bounded
 from services.errors import ProvisioningError
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ class WebhookProvisioner:
             method="POST",
             headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
+        timeout = bounded(self._timeout_seconds)  # no longer than the request has left
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_seconds) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 response.read()
         except urllib.error.HTTPError as error:
             logger.warning("provisioning webhook refused user %s: HTTP %s", user.id, error.code)

@@ -1,10 +1,10 @@
 """Fixed-window rate limits, shared through Redis when there is one.
 
-A Redis outage fails open to a per-process window (logged), so the API keeps serving with
-weaker, per-worker limits rather than going down with Redis.
+A Redis outage fails open to a per-process window, so the API keeps serving with weaker,
+per-worker limits rather than going down with Redis; services.shared_redis decides when
+Redis is asked and logs its changes of state.
 """
 
-import logging
 import math
 import threading
 import time
@@ -15,11 +15,7 @@ from typing import Protocol
 import redis
 
 from services.errors import ServiceError
-
-logger = logging.getLogger(__name__)
-# After Redis fails, how long to use the in-process windows before trying it again, so an
-# outage costs one timeout now and then instead of one per request.
-REDIS_RETRY_SECONDS = 5.0
+from services.shared_redis import RedisUnavailable, SharedRedis
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +67,24 @@ class MemoryCounter:
 
 
 class RedisCounter:
-    def __init__(self, client: redis.Redis, prefix: str = "userql:ratelimit") -> None:
-        self._client = client
+    """Raises RedisUnavailable when Redis cannot count."""
+
+    def __init__(self, shared: SharedRedis, prefix: str = "userql:ratelimit") -> None:
+        self._shared = shared
         self._prefix = prefix
 
     def hit(self, key: str, window_seconds: int, now: float) -> int:
         window_end = _window_end(now, window_seconds)
         redis_key = f"{self._prefix}:{key}:{int(window_end)}"
-        pipeline = self._client.pipeline()
-        pipeline.incr(redis_key)
-        pipeline.expireat(redis_key, int(window_end) + 1)
-        hits, _ = pipeline.execute()
-        return int(hits)
+
+        def count(client: redis.Redis) -> int:
+            pipeline = client.pipeline()
+            pipeline.incr(redis_key)
+            pipeline.expireat(redis_key, int(window_end) + 1)
+            hits, _ = pipeline.execute()
+            return int(hits)
+
+        return self._shared.run(count)
 
 
 def _window_end(now: float, window_seconds: int) -> float:
@@ -101,7 +103,6 @@ class RateLimiter:
         self._shared = shared
         self._local = MemoryCounter()
         self._clock = clock
-        self._shared_down_until = 0.0
 
     def check(self, bucket: str, *identities: str) -> None:
         """Counts one attempt at `bucket` for each identity. Raises RateLimited when any of
@@ -115,10 +116,9 @@ class RateLimiter:
                 raise RateLimited(max(1, math.ceil(_window_end(now, rate.window_seconds) - now)))
 
     def _count(self, key: str, rate: Rate, now: float) -> int:
-        if self._shared is not None and now >= self._shared_down_until:
+        if self._shared is not None:
             try:
                 return self._shared.hit(key, rate.window_seconds, now)
-            except redis.RedisError as error:
-                self._shared_down_until = now + REDIS_RETRY_SECONDS
-                logger.warning("rate limits fall back to this process; Redis failed: %s", error)
+            except RedisUnavailable:
+                pass  # counted in this process instead, as documented
         return self._local.hit(key, rate.window_seconds, now)

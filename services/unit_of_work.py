@@ -8,7 +8,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.errors import DatabaseUnavailable
+from db.deadline import DeadlineExceeded
+from services.errors import DatabaseUnavailable, OutcomeUnknown, RequestTimedOut
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,28 @@ class UnitOfWork:
             self._session = None
         if isinstance(exc, _OUTAGES):
             _unavailable(exc)
+        if isinstance(exc, DeadlineExceeded):
+            raise RequestTimedOut("The request ran out of time; nothing was saved.") from exc
 
     def commit(self) -> None:
+        """Commits. Raises OutcomeUnknown when the database went away after COMMIT was sent
+        (the change may be saved or not); an outage before then is DatabaseUnavailable, and
+        nothing was saved."""
         if self.read_only:
             raise RuntimeError("a read-only unit of work cannot commit; use unit_of_work()")
-        self.session.commit()
+        session = self.session
+        session.flush()  # what fails here was never committed
+        try:
+            session.commit()
+        except _OUTAGES as error:
+            logger.warning(
+                "database went away during COMMIT; outcome unknown: %s",
+                getattr(error, "orig", None) or error,
+            )
+            raise OutcomeUnknown(
+                "The database stopped answering while saving; the change may or may not have "
+                "been saved. Read it back before trying again."
+            ) from error
 
 
 class RequestConnection:

@@ -23,6 +23,7 @@ from services.auth import TokenService
 from settings import Environment, Settings
 from tests.factories import make_user
 from tests.graphql import authorized
+from tests.report import REPORT
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
@@ -30,13 +31,22 @@ MYSQL_URL_VARIABLE = "USERQL_TEST_MYSQL_URL"
 REDIS_URL_VARIABLE = "USERQL_TEST_REDIS_URL"
 CHROMIUM_VARIABLE = "USERQL_TEST_CHROMIUM"
 PODMAN_VARIABLE = "USERQL_TEST_PODMAN"
+NGINX_VARIABLE = "USERQL_TEST_NGINX"
 # Marker → the variable that must be set for its tests to run.
 SERVICE_MARKERS = {
     "mysql": MYSQL_URL_VARIABLE,
     "redis": REDIS_URL_VARIABLE,
     "browser": CHROMIUM_VARIABLE,
     "image": PODMAN_VARIABLE,
+    "proxy": NGINX_VARIABLE,
 }
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("measured")
+        for line in REPORT:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -46,7 +46,8 @@ def start_gunicorn(env: Mapping[str, str], output: IO[bytes]) -> "subprocess.Pop
     command = dockerfile_cmd()
     return subprocess.Popen(
         [str(BIN / command[0]), *command[1:]],
-        env={"PATH": f"{BIN}:/usr/bin:/bin", **env},
+        # A health port of its own, unless the test chose one: never the default 8081.
+        env={"PATH": f"{BIN}:/usr/bin:/bin", "HEALTH_PORT": str(free_port()), **env},
         cwd=ROOT,  # where gunicorn finds gunicorn.conf.py, as in the image's WORKDIR
         stdout=output,
         stderr=subprocess.STDOUT,

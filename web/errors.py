@@ -18,10 +18,16 @@ def error_body(message: str, code: str) -> str:
 CODE_BY_STATUS = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    417: "EXPECTATION_FAILED",
+    431: "HEADERS_TOO_LARGE",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
     503: "SERVICE_UNAVAILABLE",
 }
 # Seconds a client should wait before retrying while the database is away.

@@ -1,36 +1,57 @@
-"""/livez, /readyz and the JWKS document."""
+"""/livez, /readyz and the JWKS document; and the health port, which answers /livez and
+/readyz from a thread of its own in each gunicorn worker (web/worker.py), so that probes are
+answered while every request thread waits on a slow database or a slow client."""
 
 import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from flask import Flask, Response
-from sqlalchemy.orm import Session, sessionmaker
 
 from services import auth
-from services.health import check_readiness
-from services.unit_of_work import UnitOfWork
+from services.health import Readiness, ReadinessProbe
+
+logger = logging.getLogger(__name__)
+EXTENSION = "userql.health"
+LIVE = {"status": "ok"}
+
+
+def readiness_body(readiness: Readiness, revision: str) -> tuple[int, dict[str, Any]]:
+    if readiness.ready:
+        return 200, {"status": "ready", "revision": revision}
+    return 503, {"status": "unavailable", "reason": readiness.reason}
+
+
+class Health:
+    """What the health endpoints answer from, kept on the app for the health port."""
+
+    def __init__(self, probe: ReadinessProbe, *, revision: str, port: int) -> None:
+        self.probe = probe
+        self.revision = revision
+        self.port = port
+
+    def answer(self, path: str) -> tuple[int, dict[str, Any]]:
+        if path == "/livez":
+            return 200, LIVE
+        if path == "/readyz":
+            return readiness_body(self.probe.current(), self.revision)
+        return 404, {"errors": [{"message": "Not found.", "extensions": {"code": "NOT_FOUND"}}]}
 
 
 def register(
-    app: Flask,
-    session_factory: sessionmaker[Session],
-    tokens: auth.TokenService,
-    *,
-    expected_revision: str,
+    app: Flask, probe: ReadinessProbe, tokens: auth.TokenService, *, revision: str, port: int
 ) -> None:
+    health = app.extensions[EXTENSION] = Health(probe, revision=revision, port=port)
+
     @app.get("/livez")
     def livez() -> Response:
-        return Response(json.dumps({"status": "ok"}), content_type="application/json")
+        return _json(*health.answer("/livez"))
 
     @app.get("/readyz")
     def readyz() -> Response:
-        readiness = check_readiness(
-            UnitOfWork(session_factory), expected_revision=expected_revision
-        )
-        if readiness.ready:
-            ready = {"status": "ready", "revision": expected_revision}
-            return Response(json.dumps(ready), content_type="application/json")
-        unavailable = {"status": "unavailable", "reason": readiness.reason}
-        return Response(json.dumps(unavailable), status=503, content_type="application/json")
+        return _json(*health.answer("/readyz"))
 
     jwks_body = json.dumps(tokens.jwks())
 
@@ -39,3 +60,48 @@ def register(
         response = Response(jwks_body, content_type="application/json")
         response.headers["Cache-Control"] = "public, max-age=300"
         return response
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+class _HealthServer(ThreadingHTTPServer):
+    # Every worker of one gunicorn listens on the health port; the kernel spreads probes.
+    allow_reuse_port = True
+    daemon_threads = True
+
+
+def serve_health_port(app: Flask, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:  # noqa: S104
+    """Starts answering /livez and /readyz on the app's health port, in a daemon thread of
+    this process; None when the port is 0 (off) or the app has no health endpoints."""
+    found: Health | None = app.extensions.get(EXTENSION)
+    if found is None or found.port == 0:
+        return None
+    health = found
+
+    class Handler(BaseHTTPRequestHandler):
+        # A probe that sends nothing must not hold a thread for long.
+        timeout = 2
+
+        def do_GET(self) -> None:
+            status, body = health.answer(self.path.partition("?")[0])
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None  # probes every few seconds are not worth a line each
+
+    try:
+        server = _HealthServer((host, health.port), Handler)
+    except OSError as error:
+        # The API itself still serves; the orchestrator's probes of this port will say so.
+        logger.error("cannot serve the health port %d: %s", health.port, error)
+        return None
+    threading.Thread(target=server.serve_forever, name="userql-health", daemon=True).start()
+    logger.info("health endpoints on port %d", health.port)
+    return server

@@ -12,8 +12,11 @@ import orjson
 from flask import Flask, Request, Response, g, request
 from flask.ctx import _AppCtxGlobals
 
+from db import deadline
 from schema.errors import INTERNAL
 from schema.operation_log import RequestLog
+from web.arrival import ARRIVAL
+from web.errors import RETRY_AFTER_SECONDS, json_error
 
 request_logger = logging.getLogger("userql.request")
 
@@ -84,16 +87,28 @@ def current_globals() -> _AppCtxGlobals:
     return current
 
 
-def register(app: Flask) -> None:
+def register(app: Flask, *, request_timeout_seconds: float) -> None:
     @app.before_request
-    def start() -> None:
+    def start() -> Response | None:
         incoming = current_request().headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID_SHAPE.fullmatch(incoming) else uuid.uuid4().hex
         globals_ = current_globals()
         globals_.request_id = request_id
         globals_.request_id_token = _request_id.set(request_id)
         globals_.request_log = RequestLog()
-        globals_.started = time.perf_counter()
+        # From the arrival under gunicorn (web/worker.py): queueing for a thread counts.
+        arrived = ARRIVAL.get()
+        globals_.started = time.monotonic() if arrived is None else arrived
+        globals_.deadline_token = deadline.start(request_timeout_seconds, since=globals_.started)
+        if time.monotonic() - globals_.started >= request_timeout_seconds:
+            response = json_error(
+                "The server was too busy to start this request in time; try again.",
+                "REQUEST_TIMEOUT",
+                503,
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+        return None
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -112,7 +127,7 @@ def register(app: Flask) -> None:
                 "method": method,
                 "path": path,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - globals_.started) * 1000, 2),
+                "duration_ms": round((time.monotonic() - globals_.started) * 1000, 2),
                 "operation_name": log.operation_name,
                 "operation_type": log.operation_type,
                 "principal_id": log.principal_id,
@@ -126,6 +141,8 @@ def register(app: Flask) -> None:
     def forget(_error: BaseException | None) -> None:
         if (token := g.pop("request_id_token", None)) is not None:
             _request_id.reset(token)
+        if (budget := g.pop("deadline_token", None)) is not None:
+            deadline.end(budget)
 
 
 def _request_log_level(path: str, status: int, error_codes: list[str]) -> int:

@@ -110,3 +110,43 @@ def test_a_provisioning_failure_changes_nothing(
     }
     assert behaviour.received[0]["body"]["email"] == "grace@example.com"
     assert user_service.count_users(UnitOfWork(session_factory)) == 2  # the admin and one more
+
+
+UNSTORABLE_NAMES = {
+    "lone surrogate": "A\ud800B",
+    "NUL": "Ada\x00Lovelace",
+    "escape sequence": "Ada\x1b[31m",
+    "C1 control": "Ad\x85a",
+    "right-to-left override": "Ada\u202eecalevol",
+    "isolate": "Ada\u2066x\u2069",
+}
+
+
+def test_names_the_database_cannot_store_faithfully_are_refused(
+    admin_client: FlaskClient, session_factory: sessionmaker[Session]
+) -> None:
+    for label, name in UNSTORABLE_NAMES.items():
+        result = create(admin_client, name=name, email=f"{len(name)}@example.com")
+        assert result["__typename"] == "ValidationError", label
+        assert result["fields"] == [
+            {
+                "path": ["input", "name"],
+                "message": "Must not contain control, bidirectional-override or unpaired "
+                "surrogate characters.",
+                "code": "UNSUPPORTED_CHARACTER",
+            }
+        ], label
+    stored = user_service.list_users(UnitOfWork(session_factory), first=10).users
+    assert [user.email for user in stored] == ["admin@example.com"]  # the caller alone
+
+
+def test_a_lone_surrogate_in_the_email_is_refused_too(admin_client: FlaskClient) -> None:
+    result = create(admin_client, name="Ada", email="ada\udfff@example.com")
+    assert result["__typename"] == "ValidationError"
+    assert "UNSUPPORTED_CHARACTER" in {field["code"] for field in result["fields"]}
+
+
+def test_scripts_marks_and_emoji_are_stored_as_sent(admin_client: FlaskClient) -> None:
+    for name in ("أدا لوفليس", "Zoë Ğ̈", "👩\u200d💻 Ada", "李小龍"):
+        created = create(admin_client, name=name, email=f"{abs(hash(name))}@example.com")
+        assert created["user"]["name"] == name

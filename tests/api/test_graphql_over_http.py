@@ -1,5 +1,7 @@
 """The GraphQL-over-HTTP spec: media types, status codes, methods, sizes, batching, CSRF."""
 
+import io
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -116,6 +118,29 @@ def test_a_body_over_the_limit_is_413(client: FlaskClient) -> None:
     response = client.post("/graphql", json={"query": huge})
     assert response.status_code == 413
     assert response.get_json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def chunked(client: FlaskClient, body: bytes) -> Any:
+    """A body without Content-Length, as gunicorn hands on a chunked one."""
+    return client.post(
+        "/graphql",
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_cut_and_parsed(client: FlaskClient) -> None:
+    # Valid JSON whose first 100 KiB alone would parse as a query.
+    body = json.dumps({"query": "{ me { id } }", "pad": "x" * 200_000}).encode()
+    response = chunked(client, body)
+    assert response.status_code == 413
+    assert response.get_json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(client: FlaskClient) -> None:
+    response = chunked(client, json.dumps({"query": "{ me { id } }"}).encode())
+    assert response.get_json() == {"data": {"me": None}}
 
 
 def test_batches_are_off_by_default(client: FlaskClient) -> None:

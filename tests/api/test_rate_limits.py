@@ -111,9 +111,9 @@ def test_a_redis_outage_falls_back_to_this_process(
     settings: Settings, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
 ) -> None:
     client = limited_client(settings, session_factory, redis_url="redis://127.0.0.1:1/0")
-    with caplog.at_level(logging.WARNING, logger="services.rate_limit"):
+    with caplog.at_level(logging.WARNING, logger="services.shared_redis"):
         answers = [client.post("/graphql", json={"query": SIGN_IN}).get_json() for _ in range(4)]
     assert [codes(a) for a in answers] == [[], [], [], ["RATE_LIMITED"]]
-    assert "rate limits fall back to this process; Redis failed" in caplog.text
+    assert "Redis failed; falling back to this process" in caplog.text
     # One warning per outage window, not per request.
     assert caplog.text.count("Redis failed") == 1

@@ -16,9 +16,9 @@ from sqlalchemy.engine import make_url
 from db.session import make_engine
 from tests.conftest import TEST_SECRET
 from tests.deploy import podman
-from tests.deploy.conftest import REPORT
 from tests.graphql import CREATE_USER
 from tests.http_stub import Behaviour, stub_server
+from tests.report import REPORT
 from tests.servers import call, free_port
 
 pytestmark = [pytest.mark.image, pytest.mark.mysql]
@@ -99,6 +99,7 @@ def test_migrate_serve_health_and_drain(image: str, image_database: str) -> None
             f"--env=JWT_SECRET={TEST_SECRET}",
             # BIND, not PORT: the HEALTHCHECK must ask where gunicorn really listens.
             f"--env=BIND=127.0.0.1:{port}",
+            f"--env=HEALTH_PORT={free_port()}",
             "--env=WEB_CONCURRENCY=2",
             f"--env=USER_PROVISIONING_WEBHOOK_URL={webhook_url}",
             "--env=USER_PROVISIONING_TIMEOUT_SECONDS=10",

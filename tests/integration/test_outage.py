@@ -3,11 +3,12 @@
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from alembic import command
 from flask.testing import FlaskClient
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,7 +19,7 @@ from db.session import PoolOptions, make_engine, make_session_factory
 from services.auth import TokenService
 from settings import Settings
 from tests.factories import make_user
-from tests.graphql import authorized
+from tests.graphql import CREATE_USER, authorized
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.mysql
@@ -65,6 +66,12 @@ def _unavailable(body: dict[str, object]) -> bool:
     return [error["extensions"]["code"] for error in errors] == ["SERVICE_UNAVAILABLE"]
 
 
+def _readiness_once_the_last_check_is_stale(client: FlaskClient) -> Any:
+    """/readyz answers from a check at most a second old (ReadinessProbe)."""
+    time.sleep(1.05)
+    return client.get("/readyz")
+
+
 def test_an_outage_fails_fast_and_the_app_recovers_by_itself(
     settings: Settings,
     tokens: TokenService,
@@ -83,21 +90,22 @@ def test_an_outage_fails_fast_and_the_app_recovers_by_itself(
     status, body, seconds = _timed(client)
     assert (status, _unavailable(body)) == (503, True)
     assert seconds < 3
-    readiness = client.get("/readyz")
+    readiness = _readiness_once_the_last_check_is_stale(client)
     assert readiness.status_code == 503
     assert readiness.get_json() == {
         "status": "unavailable",
         "reason": "the database is unreachable",
     }
 
-    proxy.blackhole()  # connections hang: the read timeout bounds them
+    proxy.blackhole()  # accepted and silent: the server's greeting never comes
     status, body, seconds = _timed(client)
     assert (status, _unavailable(body)) == (503, True)
-    assert POOL.read_timeout_seconds - 0.5 < seconds < 6
+    # Bounded by the connect timeout, not the (longer) read timeout.
+    assert POOL.connect_timeout_seconds - 0.5 < seconds < POOL.read_timeout_seconds
 
     proxy.restore()
     assert _timed(client)[:2] == (200, {"data": {"users": {"totalCount": 1}}})
-    assert client.get("/readyz").status_code == 200
+    assert _readiness_once_the_last_check_is_stale(client).status_code == 200
 
 
 def test_mysql_runs_read_committed(mysql_url: str) -> None:
@@ -105,3 +113,51 @@ def test_mysql_runs_read_committed(mysql_url: str) -> None:
     with engine.connect() as connection:
         assert connection.get_isolation_level() == "READ COMMITTED"
     engine.dispose()
+
+
+def test_a_commit_whose_answer_is_lost_says_the_outcome_is_unknown(
+    settings: Settings,
+    tokens: TokenService,
+    proxy: TcpProxy,
+    proxied_url: str,
+    proxied_session_factory: sessionmaker[Session],
+    mysql_url: str,
+) -> None:
+    admin = make_user(proxied_session_factory, role=models.Role.ADMIN)
+    app = create_app(replace(settings, database_url=proxied_url, database_pool=POOL))
+    client = authorized(app.test_client(), tokens, admin)
+    variables = {"input": {"name": "Lost Reply", "email": "lost@example.com"}}
+    assert _timed(client)[0] == 200  # connections made: their set-up sends no COMMIT later
+
+    proxy.lose_reply_to(b"\x03COMMIT")  # the COM_QUERY packet PyMySQL's commit() sends
+    response = client.post("/graphql", json={"query": CREATE_USER, "variables": variables})
+    proxy.lose_reply_to(None)
+    body = response.get_json()
+    assert body["data"] is None
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "OUTCOME_UNKNOWN"
+    assert "may or may not have been saved" in error["message"]
+    # It was saved: the answer did not claim otherwise, and a read shows it.
+    direct = make_engine(mysql_url)
+    with direct.connect() as connection:
+        emails = connection.execute(select(models.User.email)).scalars().all()
+    direct.dispose()
+    assert "lost@example.com" in emails
+
+
+def test_an_outage_before_the_commit_is_still_unavailable(
+    settings: Settings,
+    tokens: TokenService,
+    proxy: TcpProxy,
+    proxied_url: str,
+    proxied_session_factory: sessionmaker[Session],
+) -> None:
+    admin = make_user(proxied_session_factory, role=models.Role.ADMIN)
+    app = create_app(replace(settings, database_url=proxied_url, database_pool=POOL))
+    client = authorized(app.test_client(), tokens, admin)
+    variables = {"input": {"name": "Never Saved", "email": "never@example.com"}}
+    assert _timed(client)[0] == 200
+    proxy.lose_reply_to(b"INSERT INTO")
+    body = client.post("/graphql", json={"query": CREATE_USER, "variables": variables}).get_json()
+    proxy.lose_reply_to(None)
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["SERVICE_UNAVAILABLE"]

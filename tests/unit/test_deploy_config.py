@@ -80,10 +80,62 @@ def test_env_example_as_is_is_a_valid_development_config(
     assert settings.database_pool == PoolOptions()
 
 
-def test_the_readme_documents_every_setting(tmp_path: Path) -> None:
+# A row of the README's settings table: | `NAME` | default | meaning |
+SETTINGS_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \|(.*?)\|(.*)\|$")
+# A default that is one literal value, possibly followed by a remark: `0` (batching off).
+LITERAL_DEFAULT = re.compile(r"`([^`<]*)`(?: \(.*\))?")
+
+
+def readme_settings_table() -> dict[str, list[str]]:
+    """The rows of the table in the README's Settings section: each name's default cells."""
     readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        if found := SETTINGS_ROW.match(line):
+            rows.setdefault(found[1], []).append(found[2].strip())
+    return rows
+
+
+def gunicorn_config_with(
+    monkeypatch: pytest.MonkeyPatch, names: set[str], **environ: str
+) -> dict[str, object]:
+    """gunicorn.conf.py's values with, of the `names` it reads, only `environ` set."""
+    with monkeypatch.context() as scoped:
+        for name in names:
+            scoped.delenv(name, raising=False)
+        return gunicorn_values(load_gunicorn_config(scoped, **environ))
+
+
+def test_the_readme_documents_every_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every setting the code reads is a row of the README's table, once, with a default; a
+    default given as one literal is the code's: setting it changes nothing."""
+    rows = readme_settings_table()
     names = sorted(settings_read_by_the_code(tmp_path))
-    assert [name for name in names if f"`{name}`" not in readme] == []
+    assert [name for name in names if name not in rows] == []
+    assert {name: cells for name, cells in rows.items() if len(cells) != 1} == {}
+    assert [name for name, (default,) in rows.items() if not default] == []
+
+    monkeypatch.setattr(settings_module, "DEV_SECRET_FILE", tmp_path / "dev-jwt-secret")
+    recorder = Recorder()
+    defaults = Settings.from_env(recorder, dotenv_path=tmp_path / "none")
+    read_by_gunicorn = set(READ_DIRECTLY.findall((ROOT / "gunicorn.conf.py").read_text()))
+    gunicorn_defaults = gunicorn_config_with(monkeypatch, read_by_gunicorn)
+    wrong: list[str] = []
+    for name, (default,) in rows.items():
+        if (literal := LITERAL_DEFAULT.fullmatch(default)) is None:
+            continue  # described, not a value: "unset", "2 per CPU core", "development: …"
+        if name in recorder.asked and defaults != Settings.from_env(
+            {name: literal[1]}, dotenv_path=tmp_path / "none"
+        ):
+            wrong.append(name)
+        if name in read_by_gunicorn and gunicorn_defaults != gunicorn_config_with(
+            monkeypatch, read_by_gunicorn, **{name: literal[1]}
+        ):
+            wrong.append(f"{name} (gunicorn)")
+    assert wrong == []
 
 
 def load_gunicorn_config(monkeypatch: pytest.MonkeyPatch, **environ: str) -> ModuleType:
@@ -111,7 +163,7 @@ def test_gunicorn_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.bind == "0.0.0.0:8000"
     assert (config.workers, config.worker_class, config.threads) == (
         2 * (os.cpu_count() or 1),
-        "gthread",
+        "web.worker.ThreadWorker",
         1,
     )
     assert config.preload_app is False  # engines are built in each worker, after the fork

@@ -27,13 +27,20 @@ def conf(tmp_path: Path, bind: str) -> Path:
     ],
 )
 def test_the_probe_asks_where_gunicorn_binds(tmp_path: Path, bind: str, url: str) -> None:
-    assert health.readiness_url(conf(tmp_path, bind)) == url
+    assert health.readiness_url(conf(tmp_path, bind), {"HEALTH_PORT": "0"}) == url
+
+
+def test_the_probe_asks_the_health_port_on_that_interface(tmp_path: Path) -> None:
+    path = conf(tmp_path, "0.0.0.0:8000")
+    assert health.readiness_url(path, {}) == "http://127.0.0.1:8081/readyz"
+    assert health.readiness_url(path, {"HEALTH_PORT": ""}) == "http://127.0.0.1:8081/readyz"
+    assert health.readiness_url(path, {"HEALTH_PORT": "9100"}) == "http://127.0.0.1:9100/readyz"
 
 
 def test_the_first_of_several_binds(tmp_path: Path) -> None:
     path = tmp_path / "gunicorn.conf.py"
     path.write_text("bind = ['127.0.0.1:7000', '127.0.0.1:7001']\n")
-    assert health.readiness_url(path) == "http://127.0.0.1:7000/readyz"
+    assert health.readiness_url(path, {"HEALTH_PORT": "0"}) == "http://127.0.0.1:7000/readyz"
 
 
 def test_a_unix_socket_needs_a_url(tmp_path: Path) -> None:
@@ -44,7 +51,8 @@ def test_a_unix_socket_needs_a_url(tmp_path: Path) -> None:
 def test_the_real_config_follows_bind_over_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "9000")
     monkeypatch.setenv("BIND", "127.0.0.1:7000")
-    assert health.readiness_url() == "http://127.0.0.1:7000/readyz"
+    monkeypatch.setenv("HEALTH_PORT", "7001")
+    assert health.readiness_url() == "http://127.0.0.1:7001/readyz"
 
 
 @pytest.fixture
