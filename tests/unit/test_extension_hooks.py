@@ -75,11 +75,17 @@ def _run(schema_class: type[strawberry.Schema], extensions: list[Any], query: st
     schema = schema_class(query=Query, extensions=extensions)
     try:
         result = schema.execute_sync(query)
-    except RuntimeError as error:
-        return ("raised", str(error)), list(EVENTS)
+    except Exception as error:  # noqa: BLE001 - what each runner lets through is compared
+        outcome: Any = ("raised", type(error).__name__, _without_addresses(str(error)))
+    else:
+        errors = [_without_addresses(error.message) for error in result.errors or []]
+        outcome = (result.data, errors)
     # Strawberry names a failing hook by its extension's repr, which holds an address.
-    errors = [re.sub(" at 0x[0-9a-f]+", "", error.message) for error in result.errors or []]
-    return (result.data, errors), list(EVENTS)
+    return outcome, [_without_addresses(event) for event in EVENTS]
+
+
+def _without_addresses(text: str) -> str:
+    return re.sub(" at 0x[0-9a-f]+", "", text)
 
 
 @pytest.mark.parametrize(
@@ -101,3 +107,41 @@ def test_an_asynchronous_hook_is_refused_in_a_synchronous_operation_as_before() 
 
     assert kept == _run(strawberry.Schema, [Asynchronous], "{ greeting }")
     assert "failed to complete synchronously" in str(kept)
+
+
+class Swallowing(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        try:
+            yield
+        except RuntimeError as error:
+            EVENTS.append(f"swallowed {error}")
+
+
+class RaisingOnTheWayOut(SchemaExtension):
+    def on_validate(self) -> Iterator[None]:
+        yield
+        EVENTS.append("validate: raising")
+        raise ValueError("refused after validation")
+
+
+class NeverYielding(SchemaExtension):
+    def on_parse(self) -> Iterator[None]:
+        EVENTS.append("parse: no yield")
+        return
+        yield  # a generator function that ends before its first yield
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        [Swallowing, Failing],
+        [Wrapping, RaisingOnTheWayOut],
+        [RaisingOnTheWayOut, Swallowing, Wrapping],
+        [NeverYielding, Wrapping],
+        [Wrapping, Plain, Asynchronous],
+    ],
+    ids=["swallowed", "raises on exit", "raise then swallow", "never yields", "async last"],
+)
+@pytest.mark.parametrize("query", ["query Fail { greeting }", "query Hello { greeting }"])
+def test_unusual_hooks_end_as_in_strawberry(extensions: list[Any], query: str) -> None:
+    assert _run(KeptSchema, extensions, query) == _run(strawberry.Schema, extensions, query)
