@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pymysql.connections
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -93,7 +94,7 @@ def _server_options(url: str, pool: PoolOptions) -> dict[str, Any]:
             "connect_timeout": pool.connect_timeout_seconds,
             # PyMySQL reads the server's greeting under read_timeout: a server that accepts
             # and stays silent must fail within the connect timeout, so the connection starts
-            # with that and gets the statements' timeouts once connected (_bounded).
+            # with that and gets the statements' timeouts once connected (BoundedConnection).
             "read_timeout": pool.connect_timeout_seconds,
             "write_timeout": pool.connect_timeout_seconds,
         }
@@ -101,36 +102,61 @@ def _server_options(url: str, pool: PoolOptions) -> dict[str, Any]:
 
 
 def _bounded(engine: Engine, pool: PoolOptions) -> Engine:
-    """Every statement waits at most DB_READ_TIMEOUT_SECONDS, and no longer than the
-    request's deadline (db.deadline) allows; connecting and the pool's ping on checkout wait
-    at most DB_CONNECT_TIMEOUT_SECONDS.
-
-    PyMySQL applies its `_read_timeout`/`_write_timeout` attributes to the socket before
-    each read and write (pymysql.connections, 1.1 and 1.2), which is what lets a timeout
-    change between statements of one connection; tests/integration/test_deadlines.py
-    fails if a PyMySQL release stops doing so.
-    """
+    """PyMySQL connections whose every statement, commit, rollback and ping waits no longer
+    than the request's deadline (db.deadline) allows, within DB_READ_TIMEOUT_SECONDS (the
+    ping: DB_CONNECT_TIMEOUT_SECONDS)."""
     if engine.dialect.driver != "pymysql":
         return engine
 
-    @event.listens_for(engine, "checkin")
-    def _back_to_the_connect_timeout(dbapi_connection: Any, _record: Any) -> None:
-        # The pool's ping at the next checkout is bounded like a connect, not a statement.
-        if dbapi_connection is not None:
-            _set_timeouts(dbapi_connection, pool.connect_timeout_seconds)
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _within_the_deadline(
-        connection: Connection, _cursor: Any, _statement: str, *_args: Any
-    ) -> None:
-        _set_timeouts(connection.connection.dbapi_connection, bounded(pool.read_timeout_seconds))
+    # Once per new connection: no cost on the statements themselves, unlike a
+    # before_cursor_execute listener, which puts SQLAlchemy's event dispatch on every one.
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        return BoundedConnection(
+            *args,
+            statement_timeout=pool.read_timeout_seconds,
+            ping_timeout=pool.connect_timeout_seconds,
+            **kwargs,
+        )
 
     return engine
 
 
-def _set_timeouts(dbapi_connection: Any, seconds: float) -> None:
-    dbapi_connection._read_timeout = seconds
-    dbapi_connection._write_timeout = seconds
+class BoundedConnection(pymysql.connections.Connection):  # type: ignore[misc]
+    """A PyMySQL connection that sets its socket timeouts before each round trip it starts.
+
+    PyMySQL applies its `_read_timeout`/`_write_timeout` attributes to the socket before
+    each read and write (pymysql.connections, 1.1 and 1.2), which is what lets them change
+    between statements of one connection; tests/integration/test_slow_database.py fails if
+    a PyMySQL release stops doing so. Connecting (the server's greeting included) waits the
+    connect timeout, passed as the read timeout of the handshake.
+    """
+
+    def __init__(
+        self, *args: Any, statement_timeout: float, ping_timeout: float, **kwargs: Any
+    ) -> None:
+        self._statement_timeout = statement_timeout
+        self._ping_timeout = ping_timeout
+        super().__init__(*args, **kwargs)
+
+    def _within(self, seconds: float) -> None:
+        self._read_timeout = self._write_timeout = bounded(seconds)
+
+    def query(self, sql: Any, unbuffered: bool = False) -> Any:
+        self._within(self._statement_timeout)
+        return super().query(sql, unbuffered)
+
+    def commit(self) -> None:
+        self._within(self._statement_timeout)
+        super().commit()
+
+    def rollback(self) -> None:
+        self._within(self._statement_timeout)
+        super().rollback()
+
+    def ping(self, *args: Any, **kwargs: Any) -> None:
+        self._within(self._ping_timeout)
+        super().ping(*args, **kwargs)
 
 
 def _make_sqlite_engine(url: str) -> Engine:

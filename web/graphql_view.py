@@ -62,8 +62,7 @@ class _JsonRequestAdapter(FlaskHTTPRequestAdapter):
     @property
     def body(self) -> str | bytes:
         request = self.request
-        limit = request.max_content_length
-        if request.content_length is None and limit is not None:
+        if request.content_length is None and (limit := request.max_content_length) is not None:
             return _chunked_body(request.environ, limit).decode()
         # Only JSON is accepted (see parse_http_body), and `request.data` would first set up
         # werkzeug's form parsing for it.
@@ -189,8 +188,8 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             raise
 
     def encode_json(self, data: object) -> bytes:
-        # A 100-user page encodes in a tenth of json.dumps's time. Every value of a GraphQL
-        # response is JSON already: Int is 32-bit and Float finite by the spec's serializers.
+        # orjson, for large pages (see docs/performance.md). Every value of a GraphQL response
+        # is JSON already: Int is 32-bit and Float finite by the spec's serializers.
         return orjson.dumps(data)
 
     def parse_json(self, data: str | bytes) -> Any:

@@ -139,9 +139,10 @@ def register(app: Flask, *, request_timeout_seconds: float) -> None:
 
     @app.teardown_request
     def forget(_error: BaseException | None) -> None:
-        if (token := g.pop("request_id_token", None)) is not None:
+        globals_ = current_globals()
+        if (token := globals_.pop("request_id_token", None)) is not None:
             _request_id.reset(token)
-        if (budget := g.pop("deadline_token", None)) is not None:
+        if (budget := globals_.pop("deadline_token", None)) is not None:
             deadline.end(budget)
 
 
