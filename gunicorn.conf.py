@@ -49,9 +49,8 @@ limit_request_fields = 50
 limit_request_field_size = 8190
 
 # Recycle workers now and then, staggered, so slow leaks cannot accumulate. Every restart
-# costs a worker its start and its warm caches (documents, plans, tokens, connections): at a
-# thousand requests a worker restarted every few seconds under load, which `make bench` read
-# as 2-3% of userql's CPU per request.
+# costs a worker its start and its warm caches (documents, plans, tokens, connections), so
+# the interval is long enough that restarts stay rare under load (docs/performance.md).
 max_requests = _whole("GUNICORN_MAX_REQUESTS", 10000)
 max_requests_jitter = max_requests // 10
 
@@ -59,10 +58,10 @@ max_requests_jitter = max_requests // 10
 def on_starting(server: Any) -> None:
     """Imports the app's module once, in the master, so that every worker forks with it.
 
-    Importing Strawberry, graphql-core and SQLAlchemy costs a worker about 0.6 s of CPU, and
-    with max_requests every worker starts again now and then: imported here, a restart costs
-    a tenth of that. Only the module: each worker still builds its own app, engine and
-    pools after the fork. Frozen, the imported objects are left out of every collection.
+    Importing Strawberry, graphql-core and SQLAlchemy is most of a worker's start, and with
+    max_requests every worker starts again now and then: imported here, a restart skips it.
+    Only the module: each worker still builds its own app, engine and pools after the fork.
+    Frozen, the imported objects are left out of every collection.
     """
     module, _, _ = str(server.app.app_uri).partition(":")
     importlib.import_module(module)

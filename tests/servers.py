@@ -105,3 +105,19 @@ def serve_in_thread(app: Flask) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join()
+
+
+def raw(port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
+    """One request written byte for byte; the status, headers (names in lower case) and
+    JSON body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])
+    }
+    return int(lines[0].split(" ")[1]), headers, json.loads(body)

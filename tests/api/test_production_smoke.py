@@ -4,7 +4,6 @@ migrate, readiness, a query, then SIGTERM while a slow request is in flight."""
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import TEST_SECRET
 from tests.graphql import CREATE_USER
 from tests.http_stub import Behaviour, stub_server
-from tests.servers import call, free_port, start_gunicorn, stop, userql, wait_until_ready
+from tests.servers import call, free_port, raw, start_gunicorn, stop, userql, wait_until_ready
 
 
 @dataclass
@@ -97,20 +96,6 @@ def test_gunicorn_serves_and_drains_on_sigterm(server: Server) -> None:
     assert "Handling signal: term" in output
 
 
-def raw(base: str, request: bytes) -> tuple[int, str, Any]:
-    """One request written byte for byte; the status, content type and JSON body."""
-    host, _, port = base.removeprefix("http://").partition(":")
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(request)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split(" ")[1]), headers["Content-Type"], json.loads(body)
-
-
 @pytest.mark.parametrize(
     ("request_bytes", "status", "code"),
     [
@@ -127,6 +112,6 @@ def test_what_gunicorn_refuses_itself_is_answered_as_json(
     server: Server, request_bytes: bytes, status: int, code: str
 ) -> None:
     wait_until_ready(server.base, server.process, server.log)
-    answered, content_type, body = raw(server.base, request_bytes)
-    assert (answered, content_type) == (status, "application/json")
+    answered, headers, body = raw(int(server.base.rpartition(":")[2]), request_bytes)
+    assert (answered, headers["content-type"]) == (status, "application/json")
     assert [error["extensions"]["code"] for error in body["errors"]] == [code]

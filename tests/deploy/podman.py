@@ -223,6 +223,11 @@ if [ ! -d /var/lib/mysql/mysql ]; then
     done
     root=$(literal "$MYSQL_ROOT_PASSWORD")
     {
+        # As mysql:8.4 has them: root@localhost and root@%, no other accounts.
+        echo "DELETE FROM mysql.global_priv WHERE User NOT IN ('mariadb.sys', 'root')"
+        echo "    OR Host <> 'localhost';"
+        echo "DELETE FROM mysql.proxies_priv WHERE Host <> 'localhost';"
+        echo "FLUSH PRIVILEGES;"
         echo "ALTER USER 'root'@'localhost' IDENTIFIED BY $root;"
         echo "CREATE USER 'root'@'%' IDENTIFIED BY $root;"
         echo "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"
@@ -248,18 +253,146 @@ exec mariadbd --user=mysql "$@"
 def ensure_mariadb_image() -> None:
     """Builds MARIADB_STANDIN on the stand-in base with Debian's mariadb-server (about 20 s
     with the base local); kept in podman's store, rebuilt only when its sources change."""
-    sources = {
-        "Containerfile": _MARIADB_CONTAINERFILE,
-        "standin.cnf": _MARIADB_CONF,
-        "entrypoint.sh": _MARIADB_ENTRYPOINT,
+    _ensure_standin(
+        MARIADB_STANDIN,
+        {
+            "Containerfile": _MARIADB_CONTAINERFILE,
+            "standin.cnf": _MARIADB_CONF,
+            "entrypoint.sh": _MARIADB_ENTRYPOINT,
+        },
+    )
+
+
+# compose.yml's proxy service runs nginx:1.27, which cannot be pulled here. The stand-in
+# keeps that image's contract as far as compose.yml uses it: an nginx.conf that includes
+# /etc/nginx/conf.d/*.conf (and nothing of Debian's sites-enabled), a default server on port
+# 80 in conf.d/default.conf, and an entrypoint that, before `nginx -g 'daemon off;'`, sets
+# NGINX_LOCAL_RESOLVERS from resolv.conf when NGINX_ENTRYPOINT_LOCAL_RESOLVERS is set and
+# renders /etc/nginx/templates/*.template into /etc/nginx/conf.d/ with envsubst of the
+# defined environment variables (the image's 15-local-resolvers.envsh and
+# 20-envsubst-on-templates.sh), and curl for healthchecks. It is Debian's nginx 1.22 on the
+# stand-in base: it checks the wiring and the configuration's behaviour, not nginx 1.27.
+NGINX_STANDIN = "localhost/userql-test/nginx-standin:1.27"
+_NGINX_CONTAINERFILE = f"""\
+FROM {BASE_IMAGE}
+RUN groupadd --system --gid 101 nginx \\
+    && useradd --system --gid nginx --no-create-home --home /nonexistent \\
+        --shell /bin/false --uid 101 nginx \\
+    && printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d \\
+    && chmod 0755 /usr/sbin/policy-rc.d \\
+    && apt-get update \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
+        nginx gettext-base curl \\
+    && rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d /etc/nginx/sites-enabled \\
+        /etc/nginx/sites-available /etc/nginx/conf.d/* \\
+    && mkdir -p /docker-entrypoint.d /usr/share/nginx/html \\
+    && ln -sf /dev/stdout /var/log/nginx/access.log \\
+    && ln -sf /dev/stderr /var/log/nginx/error.log
+COPY nginx.conf /etc/nginx/nginx.conf
+COPY default.conf /etc/nginx/conf.d/default.conf
+COPY --chmod=0755 entrypoint.sh /docker-entrypoint.sh
+ENTRYPOINT ["/docker-entrypoint.sh"]
+EXPOSE 80
+STOPSIGNAL SIGQUIT
+CMD ["nginx", "-g", "daemon off;"]
+"""
+# As the official image's /etc/nginx/nginx.conf.
+_NGINX_CONF = """\
+user  nginx;
+worker_processes  auto;
+
+error_log  /var/log/nginx/error.log notice;
+pid        /var/run/nginx.pid;
+
+events {
+    worker_connections  1024;
+}
+
+http {
+    include       /etc/nginx/mime.types;
+    default_type  application/octet-stream;
+
+    log_format  main  '$remote_addr - $remote_user [$time_local] "$request" '
+                      '$status $body_bytes_sent "$http_referer" '
+                      '"$http_user_agent" "$http_x_forwarded_for"';
+
+    access_log  /var/log/nginx/access.log  main;
+
+    sendfile        on;
+    keepalive_timeout  65;
+
+    include /etc/nginx/conf.d/*.conf;
+}
+"""
+# As the official image's conf.d/default.conf, which a default.conf.template replaces.
+_NGINX_DEFAULT_SERVER = """\
+server {
+    listen       80;
+    server_name  localhost;
+
+    location / {
+        root   /usr/share/nginx/html;
+        index  index.html index.htm;
     }
+}
+"""
+_NGINX_ENTRYPOINT = r"""#!/bin/sh
+# What the official image's /docker-entrypoint.sh does before it starts nginx, as far as
+# compose.yml relies on it: 15-local-resolvers.envsh, then 20-envsubst-on-templates.sh.
+set -eu
+if [ "$1" = nginx ] || [ "$1" = nginx-debug ]; then
+    if [ -n "${NGINX_ENTRYPOINT_LOCAL_RESOLVERS:-}" ]; then
+        NGINX_LOCAL_RESOLVERS=$(awk 'BEGIN{ORS=" "} $1=="nameserver" {
+            if ($2 ~ ":") {print "["$2"]"} else {print $2}
+        }' /etc/resolv.conf)
+        NGINX_LOCAL_RESOLVERS="${NGINX_LOCAL_RESOLVERS% }"
+        export NGINX_LOCAL_RESOLVERS
+    fi
+    template_dir="${NGINX_ENVSUBST_TEMPLATE_DIR:-/etc/nginx/templates}"
+    suffix="${NGINX_ENVSUBST_TEMPLATE_SUFFIX:-.template}"
+    output_dir="${NGINX_ENVSUBST_OUTPUT_DIR:-/etc/nginx/conf.d}"
+    filter="${NGINX_ENVSUBST_FILTER:-}"
+    # Only the variables that are defined: nginx's own $variables stay as they are.
+    defined_envs=$(printf '${%s} ' $(awk "END { for (name in ENVIRON) {
+        print ( name ~ /${filter}/ ) ? name : \"\" } }" < /dev/null ))
+    if [ -d "$template_dir" ]; then
+        find "$template_dir" -follow -type f -name "*$suffix" -print | while read -r template; do
+            relative_path="${template#"$template_dir/"}"
+            output_path="$output_dir/${relative_path%"$suffix"}"
+            mkdir -p "$(dirname "$output_path")"
+            echo "$0: Running envsubst on $template to $output_path"
+            envsubst "$defined_envs" < "$template" > "$output_path"
+        done
+    fi
+fi
+exec "$@"
+"""
+
+
+def ensure_nginx_image() -> None:
+    """Builds NGINX_STANDIN on the stand-in base with Debian's nginx (some 15 s with the
+    base local); kept in podman's store, rebuilt only when its sources change."""
+    _ensure_standin(
+        NGINX_STANDIN,
+        {
+            "Containerfile": _NGINX_CONTAINERFILE,
+            "nginx.conf": _NGINX_CONF,
+            "default.conf": _NGINX_DEFAULT_SERVER,
+            "entrypoint.sh": _NGINX_ENTRYPOINT,
+        },
+    )
+
+
+def _ensure_standin(tag: str, sources: dict[str, str]) -> None:
+    """Builds `tag` from `sources` (a Containerfile and what it copies) on the stand-in
+    base, unless podman's store has it from the same sources."""
     digest = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
-    if podman("image", "exists", MARIADB_STANDIN, check=False).returncode == 0:
-        labels: Any = inspect(MARIADB_STANDIN).get("Labels") or {}
+    if podman("image", "exists", tag, check=False).returncode == 0:
+        labels: Any = inspect(tag).get("Labels") or {}
         if labels.get("userql.standin.sources") == digest:
             return
     ensure_base_image()
-    context = STATE / "mariadb-standin"
+    context = STATE / tag.rsplit("/", 1)[-1].replace(":", "-")
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     for name, text in sources.items():
@@ -272,7 +405,7 @@ def ensure_mariadb_image() -> None:
         "--label",
         f"userql.standin.sources={digest}",
         "-t",
-        MARIADB_STANDIN,
+        tag,
         str(context),
         timeout=900,
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 from schema import errors, limits
 from services import errors as service_errors
 from services import rate_limit
+from tests.deploy.test_proxy import PROXY_ERRORS
 from web import persisted as persisted_queries
 from web.errors import CODE_BY_STATUS
 
@@ -43,7 +44,11 @@ def emitted_codes() -> set[str]:
         persisted_queries.PERSISTED_QUERY_INVALID,
         persisted_queries.OPERATION_NOT_TRUSTED,
     }
-    return graphql | limit_codes | persisted | service_codes() | set(CODE_BY_STATUS.values())
+    # The proxy compose puts in front (deploy/nginx) answers its own refusals too.
+    proxy = set(PROXY_ERRORS.values())
+    return (
+        graphql | limit_codes | persisted | service_codes() | set(CODE_BY_STATUS.values()) | proxy
+    )
 
 
 def documented_codes() -> set[str]:

