@@ -5,7 +5,6 @@ other types are readable by whoever can reach their object, unless a rule here s
 Rate limits count each call of a field, so aliases and batches cannot multiply attempts.
 """
 
-import enum
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -64,11 +63,10 @@ RATE_LIMITS: dict[str, str] = {
 }
 
 
-@strawberry.enum(name="AccessRole", description="Who a rule admits: a role and those above it.")
-class AccessRole(enum.Enum):
-    ANONYMOUS = "ANONYMOUS"
-    USER = "USER"
-    ADMIN = "ADMIN"
+# The access levels of services.auth, as the directive's argument type: mapped, not copied.
+AccessRole = strawberry.enum(
+    Role, name="AccessRole", description="Who a rule admits: a role and those above it."
+)
 
 
 @strawberry.schema_directive(
@@ -78,7 +76,7 @@ class AccessRole(enum.Enum):
     "on may read it too.",
 )
 class RequiresRole:
-    role: AccessRole
+    role: AccessRole  # type: ignore[valid-type]
     or_self: bool = False
 
 
@@ -89,7 +87,7 @@ class RoleRule(BasePermission):
 
     @property
     def schema_directive(self) -> object:
-        return RequiresRole(role=AccessRole[self._rule.role.name], or_self=self._rule.or_self)
+        return RequiresRole(role=self._rule.role, or_self=self._rule.or_self)
 
     def has_permission(self, source: Any, info: strawberry.Info[Context, None], **_: Any) -> bool:
         # Raises rather than returning False: on_unauthorized() cannot see who is asking.

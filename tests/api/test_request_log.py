@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ from flask.testing import FlaskClient
 from db import models
 from services import users as user_service
 from services.auth import Role, TokenService
+from services.unit_of_work import UnitOfWork
 from tests.graphql import CREATE_USER
+from web.arrival import ARRIVAL
 from web.request_log import JsonLogFormatter
 
 
@@ -160,3 +163,43 @@ def test_an_operation_sent_again_is_logged_the_same(
     )
     assert first == again
     assert first["operation_type"] == ("mutation" if "operationName" in body else "query")
+
+
+@pytest.fixture
+def arrived_seconds_ago() -> Any:
+    """Plays gunicorn's worker (web/worker.py), which tells the app when a request arrived."""
+    tokens = []
+
+    def arrive(seconds: float) -> None:
+        tokens.append(ARRIVAL.set(time.monotonic() - seconds))
+
+    yield arrive
+    for token in reversed(tokens):
+        ARRIVAL.reset(token)
+
+
+def test_the_duration_counts_from_the_arrival(
+    json_log: pytest.LogCaptureFixture, user_client: FlaskClient, arrived_seconds_ago: Any
+) -> None:
+    arrived_seconds_ago(1.0)  # it waited a second for a thread
+    assert user_client.post("/graphql", json={"query": "{ me { id } }"}).status_code == 200
+    [line] = request_lines(json_log)
+    assert line["duration_ms"] >= 1000
+
+
+def test_a_request_that_queued_past_its_budget_is_not_run(
+    json_log: pytest.LogCaptureFixture,
+    admin_client: FlaskClient,
+    session_factory: Any,
+    arrived_seconds_ago: Any,
+) -> None:
+    arrived_seconds_ago(11.0)  # REQUEST_TIMEOUT_SECONDS is 10 by default
+    variables = {"input": {"name": "Too Late", "email": "late@example.com"}}
+    response = admin_client.post("/graphql", json={"query": CREATE_USER, "variables": variables})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert [e["extensions"]["code"] for e in response.get_json()["errors"]] == ["REQUEST_TIMEOUT"]
+    stored = user_service.list_users(UnitOfWork(session_factory), first=10).users
+    assert "late@example.com" not in [user.email for user in stored]
+    [line] = request_lines(json_log)
+    assert (line["status"], line["error_codes"]) == (503, ["REQUEST_TIMEOUT"])
