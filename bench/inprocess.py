@@ -24,7 +24,7 @@ from werkzeug.test import EnvironBuilder
 from app import build_token_service, create_app
 from bench.baseline import create_app as create_baseline
 from bench.run import SECRET
-from services.auth import Role
+from services.auth import Access
 from settings import Settings
 
 WORKLOADS: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -71,7 +71,7 @@ def main() -> None:
     os.environ.update({"DATABASE_URL": args.database, "USERQL_ENV": "production"})
     os.environ["JWT_SECRET"] = SECRET
     settings = Settings.from_env()
-    token = build_token_service(settings).issue(user_id=1, role=Role.ADMIN).token
+    token = build_token_service(settings).issue(user_id=1, role=Access.ADMIN).token
     # The request log is written as in production, to a sink instead of the terminal.
     terminal = sys.stdout
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):

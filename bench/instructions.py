@@ -30,7 +30,7 @@ from app import build_token_service, create_app
 from bench.baseline import create_app as create_baseline
 from bench.inprocess import WORKLOADS, _caller
 from bench.run import SECRET
-from services.auth import Role
+from services.auth import Access
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def serve(target: str, workload: str, requests: int, database: str) -> None:
             raw = EnvironBuilder(path=path, query_string=query_string).get_environ()
             call = _caller(create_baseline(), raw, b"")
         else:
-            token = build_token_service(settings).issue(user_id=1, role=Role.ADMIN).token
+            token = build_token_service(settings).issue(user_id=1, role=Access.ADMIN).token
             body = json.dumps(operation).encode()
             graphql = EnvironBuilder(
                 path="/graphql",

@@ -35,7 +35,7 @@ from db import models
 from db.base import utc_now
 from db.migrations import alembic_config
 from db.session import make_engine
-from services.auth import Role
+from services.auth import Access
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,7 +292,7 @@ def main() -> int:
     prepare_database(url)
     token = (
         build_token_service(Settings(database_url=url, jwt_secret=SECRET))
-        .issue(user_id=1, role=Role.ADMIN, ttl_seconds=86_400)
+        .issue(user_id=1, role=Access.ADMIN, ttl_seconds=86_400)
         .token
     )
     # The same gunicorn settings for both servers; set these to compare configurations.

@@ -24,7 +24,7 @@ ROLE_SCHEMAS_END = "<!-- role-schemas:end -->"
 
 def role_schemas_markdown() -> str:
     blocks = []
-    for role in auth.Role:
+    for role in auth.Access:
         sdl = schema_for(role).strip()
         blocks.append(
             f"<details><summary>{role.name}</summary>\n\n```graphql\n{sdl}\n```\n\n</details>\n"

@@ -36,7 +36,7 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-from services.auth import Role
+from services.auth import Access
 from services.documents import Lru
 
 QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
@@ -66,9 +66,9 @@ class IntrospectionPolicy(enum.StrEnum):
     ADMIN = "admin"
     NOBODY = "nobody"
 
-    def allows(self, role: Role) -> bool:
+    def allows(self, role: Access) -> bool:
         return self is IntrospectionPolicy.EVERYONE or (
-            self is IntrospectionPolicy.ADMIN and role >= Role.ADMIN
+            self is IntrospectionPolicy.ADMIN and role >= Access.ADMIN
         )
 
 

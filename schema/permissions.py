@@ -20,7 +20,7 @@ from strawberry.types.base import get_object_definition
 
 from schema.context import Context
 from schema.types.users import User
-from services.auth import Principal, Role
+from services.auth import Access, Principal
 from services.errors import Forbidden, Unauthenticated
 
 ROOT_TYPES = ("Query", "Mutation")
@@ -29,30 +29,30 @@ USER_TYPE = get_object_definition(User, strict=True).name
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    role: Role
+    role: Access
     """The lowest role that may use the field; higher roles may too."""
     or_self: bool = False
     """Also the user the field is read on, when that user is the caller (User fields only)."""
 
-    def allows(self, role: Role) -> bool:
+    def allows(self, role: Access) -> bool:
         return role >= self.role
 
     def check(self, coordinate: str, principal: Principal, *, is_self: bool) -> None:
         """Returns if the principal may use the field; raises Unauthenticated or Forbidden."""
         if self.allows(principal.role) or (self.or_self and is_self):
             return
-        if principal.role is Role.ANONYMOUS:
+        if principal.role is Access.ANONYMOUS:
             raise Unauthenticated(f"Sign in to use {coordinate}.")
         raise Forbidden(f"{coordinate} needs the {self.role.name} role.")
 
 
 RULES: dict[str, Rule] = {
-    "Query.me": Rule(Role.ANONYMOUS),
-    "Query.users": Rule(Role.USER),
-    "Query.user": Rule(Role.USER),
-    "Mutation.createUser": Rule(Role.ADMIN),
-    "Mutation.signInWithGoogle": Rule(Role.ANONYMOUS),
-    "User.email": Rule(Role.ADMIN, or_self=True),
+    "Query.me": Rule(Access.ANONYMOUS),
+    "Query.users": Rule(Access.USER),
+    "Query.user": Rule(Access.USER),
+    "Mutation.createUser": Rule(Access.ADMIN),
+    "Mutation.signInWithGoogle": Rule(Access.ANONYMOUS),
+    "User.email": Rule(Access.ADMIN, or_self=True),
 }
 
 
@@ -65,7 +65,7 @@ RATE_LIMITS: dict[str, str] = {
 
 # The access levels of services.auth, as the directive's argument type: mapped, not copied.
 AccessRole = strawberry.enum(
-    Role, name="AccessRole", description="Who a rule admits: a role and those above it."
+    Access, name="AccessRole", description="Who a rule admits: a role and those above it."
 )
 
 
@@ -200,7 +200,7 @@ def _snake_case(name: str) -> str:
 
 def permission_matrix(rules: dict[str, Rule] = RULES) -> str:
     """The rules as a Markdown table, role by field."""
-    roles = list(Role)
+    roles = list(Access)
     lines = [
         "| Field | " + " | ".join(role.name for role in roles) + " |",
         "|---" * (len(roles) + 1) + "|",
@@ -211,9 +211,9 @@ def permission_matrix(rules: dict[str, Rule] = RULES) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(rule: Rule, role: Role) -> str:
+def _cell(rule: Rule, role: Access) -> str:
     if rule.allows(role):
         return "yes"
-    if rule.or_self and role is not Role.ANONYMOUS:
+    if rule.or_self and role is not Access.ANONYMOUS:
         return "own only"
     return "no"

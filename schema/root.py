@@ -17,7 +17,7 @@ from schema.operation_log import OperationLog
 from schema.permissions import RULES, apply_rules, field_rules
 from schema.query import Query
 from schema.types.users import User
-from services.auth import Role
+from services.auth import Access
 
 BATCH_CEILING = 100
 
@@ -76,7 +76,7 @@ def executable_schema(*, fast_execution: bool) -> UserqlSchema:
     return schema if fast_execution else build_schema(fast_execution=False)
 
 
-def schema_for(role: Role) -> str:
+def schema_for(role: Access) -> str:
     """The SDL of what `role` can use: the Query and Mutation fields its rules admit, and the
     types those reach."""
     core = schema.graphql_schema

@@ -51,19 +51,20 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
-class Role(enum.IntEnum):
-    """Access levels, each including the ones below it."""
+class Access(enum.IntEnum):
+    """What a caller may do: ANONYMOUS (no token), USER or ADMIN, each including the ones
+    below it. A user's stored role is db.models.Role (USER or ADMIN); `of` maps it here."""
 
     ANONYMOUS = 0
     USER = 1
     ADMIN = 2
 
     @classmethod
-    def of(cls, role: models.Role) -> "Role":
+    def of(cls, role: models.Role) -> "Access":
         return cls[role.value]
 
-    def implied(self) -> list["Role"]:
-        return [role for role in Role if Role.USER <= role <= self]
+    def implied(self) -> list["Access"]:
+        return [role for role in Access if Access.USER <= role <= self]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,12 @@ class Principal:
     """Who is calling: their user id and the role they act with."""
 
     user_id: int | None
-    role: Role
+    role: Access
     user: UserRecord | None = None
     """The caller's whole row as read while authenticating, when it was asked for."""
 
 
-ANONYMOUS = Principal(user_id=None, role=Role.ANONYMOUS)
+ANONYMOUS = Principal(user_id=None, role=Access.ANONYMOUS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ class IssuedToken:
 @dataclass(frozen=True, slots=True)
 class Claims:
     user_id: int
-    role: Role
+    role: Access
     """The highest role the token names."""
 
 
@@ -188,7 +189,7 @@ class TokenService:
             self._public_keys[key_id(public_key)] = public_key
         return private_key, signing_kid
 
-    def issue(self, *, user_id: int, role: Role, ttl_seconds: int | None = None) -> IssuedToken:
+    def issue(self, *, user_id: int, role: Access, ttl_seconds: int | None = None) -> IssuedToken:
         now = int(self._clock())
         expires = now + (ttl_seconds or self.ttl_seconds)
         claims = {
@@ -281,13 +282,13 @@ def _subject(payload: dict[str, Any]) -> int:
     return int(subject)
 
 
-def _highest_role(payload: dict[str, Any]) -> Role:
+def _highest_role(payload: dict[str, Any]) -> Access:
     names = payload.get("roles")
     if not isinstance(names, list) or not names:
         raise Unauthenticated("The access token is not valid.")
     if not all(isinstance(name, str) and name in ("USER", "ADMIN") for name in names):
         raise Unauthenticated("The access token is not valid.")
-    return max(Role[name] for name in names)
+    return max(Access[name] for name in names)
 
 
 def _unverified_header(token: str) -> dict[str, Any]:
@@ -323,7 +324,7 @@ def authenticate(
     user = get_user(uow, user_id=claims.user_id, fields=None if with_row else _ROLE_ONLY)
     if user is None:
         raise Unauthenticated("The access token's user no longer exists.")
-    role = min(claims.role, Role.of(user.role))
+    role = min(claims.role, Access.of(user.role))
     return Principal(user_id=claims.user_id, role=role, user=user if with_row else None)
 
 
@@ -337,7 +338,7 @@ def issue_token_for(
         )
     if user is None:
         return None
-    return tokens.issue(user_id=user.id, role=Role.of(user.role), ttl_seconds=ttl_seconds)
+    return tokens.issue(user_id=user.id, role=Access.of(user.role), ttl_seconds=ttl_seconds)
 
 
 def issue_development_token(
@@ -351,4 +352,4 @@ def issue_development_token(
     """A short-lived token for a user who has exactly this role (created if there is none),
     and that user's email: GraphiQL's role switcher. Raises ProvisioningError."""
     user = development_user(uow, provisioner, role=role)
-    return tokens.issue(user_id=user.id, role=Role.of(role), ttl_seconds=ttl_seconds), user.email
+    return tokens.issue(user_id=user.id, role=Access.of(role), ttl_seconds=ttl_seconds), user.email

@@ -15,7 +15,7 @@ from google.oauth2 import id_token as google_id_token
 from sqlalchemy import select
 
 from db import models
-from services.auth import IssuedToken, Role, TokenService
+from services.auth import Access, IssuedToken, TokenService
 from services.errors import (
     EmailNotVerified,
     EmailTaken,
@@ -203,7 +203,7 @@ def sign_in_with_google(
             user = _find(uow, identity.email)
             if user is None:
                 raise
-    return SignedIn(user=user, token=tokens.issue(user_id=user.id, role=Role.of(user.role)))
+    return SignedIn(user=user, token=tokens.issue(user_id=user.id, role=Access.of(user.role)))
 
 
 def _find(uow: UnitOfWork, email: str) -> models.User | None:

@@ -3,12 +3,12 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from db import models
-from services.auth import Role, TokenService
+from services.auth import Access, TokenService
 
 
 def authorized(client: FlaskClient, tokens: TokenService, user: models.User) -> FlaskClient:
     """The client, sending a fresh token for the user's current role on every request."""
-    token = tokens.issue(user_id=user.id, role=Role.of(user.role)).token
+    token = tokens.issue(user_id=user.id, role=Access.of(user.role)).token
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     return client
 

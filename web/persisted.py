@@ -27,11 +27,11 @@ class DocumentAdmission:
     trusted: Mapping[str, str] | None
     """The trusted-documents manifest; when set, only ADMINs may run or register others."""
 
-    def admit(self, data: GraphQLRequestData, role: auth.Role) -> str | ExecutionResult | None:
+    def admit(self, data: GraphQLRequestData, role: auth.Access) -> str | ExecutionResult | None:
         """The document to run, or the refusal to send back instead."""
         document = data.query
         persisted = (data.extensions or {}).get("persistedQuery")
-        may_register = self.trusted is None or role >= auth.Role.ADMIN
+        may_register = self.trusted is None or role >= auth.Access.ADMIN
         if persisted is not None:
             key = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
             if not (isinstance(key, str) and documents.SHA256_HEX.fullmatch(key)):

@@ -46,7 +46,7 @@ from schema.fast.completion import (
     leaf_value,
     source_function,
 )
-from services.auth import Role
+from services.auth import Access
 from services.documents import Lru
 
 logger = logging.getLogger("schema.fast")
@@ -233,7 +233,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 nodes.append(details.node)
         # A node's response key is its own (alias or name), so the nodes in order say which
         # fields the set groups under which keys.
-        role: Role = self.context_value.principal.role
+        role: Access = self.context_value.principal.role
         key = (parent, role, *map(id, nodes))
         kept = _LEAF_PLANS.get(key)
         if kept is not None:

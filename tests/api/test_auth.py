@@ -17,7 +17,7 @@ from db import models
 from schema.permissions import RULES, Rule, apply_rules, field_rules
 from schema.root import schema as built_schema
 from services import users as user_service
-from services.auth import Role, TokenService
+from services.auth import Access, TokenService
 from services.unit_of_work import UnitOfWork
 from settings import Settings
 from tests.conftest import TEST_SECRET
@@ -90,7 +90,7 @@ def test_two_authorization_headers_are_refused(client: FlaskClient, admin: model
 def test_the_scheme_is_case_insensitive(
     client: FlaskClient, admin: models.User, tokens: TokenService, scheme: str
 ) -> None:
-    token = tokens.issue(user_id=admin.id, role=Role.ADMIN).token
+    token = tokens.issue(user_id=admin.id, role=Access.ADMIN).token
     response = client.post(
         "/graphql", json={"query": ME}, headers={"Authorization": f"{scheme} {token}"}
     )
@@ -141,7 +141,7 @@ def test_a_demoted_admin_loses_admin_rights_at_once(
 def test_a_token_can_narrow_rights(
     client: FlaskClient, admin: models.User, tokens: TokenService
 ) -> None:
-    narrow = tokens.issue(user_id=admin.id, role=Role.USER).token
+    narrow = tokens.issue(user_id=admin.id, role=Access.USER).token
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {narrow}"
     assert _create(client, **NEW_USER)["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
@@ -149,7 +149,7 @@ def test_a_token_can_narrow_rights(
 def test_a_token_cannot_widen_rights(
     client: FlaskClient, member: models.User, tokens: TokenService
 ) -> None:
-    wide = tokens.issue(user_id=member.id, role=Role.ADMIN).token
+    wide = tokens.issue(user_id=member.id, role=Access.ADMIN).token
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {wide}"
     assert _create(client, **NEW_USER, role="ADMIN")["errors"][0]["extensions"]["code"] == (
         "FORBIDDEN"
@@ -253,7 +253,7 @@ def test_every_root_field_needs_a_rule() -> None:
         forgotten: int
 
     with pytest.raises(LookupError, match=r"no access rule for Query\.forgotten"):
-        apply_rules(Query, rules={"Query.covered": Rule(Role.USER)})
+        apply_rules(Query, rules={"Query.covered": Rule(Access.USER)})
 
 
 def test_a_rule_must_name_a_field() -> None:
@@ -262,7 +262,9 @@ def test_a_rule_must_name_a_field() -> None:
         covered: int
 
     with pytest.raises(LookupError, match=r"fields that do not exist: Query\.typo"):
-        apply_rules(Query, rules={"Query.covered": Rule(Role.USER), "Query.typo": Rule(Role.USER)})
+        apply_rules(
+            Query, rules={"Query.covered": Rule(Access.USER), "Query.typo": Rule(Access.USER)}
+        )
 
 
 def test_the_sdl_shows_every_rule(project_root: Path) -> None:
@@ -288,8 +290,12 @@ def test_the_sdl_shows_every_rule(project_root: Path) -> None:
 @pytest.mark.parametrize(
     ("coordinate", "rule", "complaint"),
     [
-        ("CreateUserResult.user", Rule(Role.ADMIN), "object types"),
-        ("PageInfo.endCursor", Rule(Role.ADMIN, or_self=True), "or_self applies to fields of User"),
+        ("CreateUserResult.user", Rule(Access.ADMIN), "object types"),
+        (
+            "PageInfo.endCursor",
+            Rule(Access.ADMIN, or_self=True),
+            "or_self applies to fields of User",
+        ),
     ],
 )
 def test_type_field_rules_that_cannot_hold_refuse_to_install(

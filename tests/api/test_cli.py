@@ -23,7 +23,7 @@ from cli.schema_tools import (
 )
 from schema.permissions import permission_matrix
 from schema.root import schema
-from services.auth import Role
+from services.auth import Access
 from settings import Settings
 from tests.conftest import TEST_SECRET
 from tests.http_stub import Behaviour, stub_server
@@ -139,7 +139,7 @@ def test_issue_token(migrated: str, settings: Settings, capsys: pytest.CaptureFi
     out, err = capsys.readouterr()
     token = out.strip()
     claims = build_token_service(settings).verify(token)
-    assert (claims.user_id, claims.role) == (1, Role.ADMIN)
+    assert (claims.user_id, claims.role) == (1, Access.ADMIN)
     assert f'{{"Authorization": "Bearer {token}"}}' in err
     payload = jwt.decode(token, options={"verify_signature": False})
     assert payload["exp"] - payload["iat"] == 120

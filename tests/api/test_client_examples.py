@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import create_app
 from db import models
 from schema.limits import IntrospectionPolicy
-from services.auth import Role, TokenService
+from services.auth import Access, TokenService
 from settings import Environment, Settings
 from tests.factories import make_users
 from tests.servers import serve_in_thread
@@ -39,7 +39,7 @@ def live(
         yield {
             "PATH": "/usr/bin:/bin",
             "USERQL_URL": url,
-            "USERQL_TOKEN": tokens.issue(user_id=admin.id, role=Role.ADMIN).token,
+            "USERQL_TOKEN": tokens.issue(user_id=admin.id, role=Access.ADMIN).token,
         }
 
 

@@ -25,7 +25,7 @@ from schema import fast, limits, root
 from schema.fast import FastExecutionContext
 from schema.permissions import Rule
 from schema.types.pagination import encode_cursor
-from services.auth import Role, TokenService
+from services.auth import Access, TokenService
 from services.documents import Lru
 from services.rate_limit import Rate
 from settings import Settings
@@ -121,7 +121,7 @@ def test_a_rule_the_role_settles_costs_nothing_per_row(
     checks: list[int] = []
     original = Rule.allows
 
-    def counting(self: Rule, role: Role) -> bool:
+    def counting(self: Rule, role: Access) -> bool:
         checks.append(1)
         return original(self, role)
 
@@ -226,8 +226,8 @@ def test_cached_and_uncached_answers_are_identical(
     make_users(session_factory, 3)
     callers = {
         "anonymous": None,
-        "user": tokens.issue(user_id=member.id, role=Role.USER).token,
-        "admin": tokens.issue(user_id=admin.id, role=Role.ADMIN).token,
+        "user": tokens.issue(user_id=member.id, role=Access.USER).token,
+        "admin": tokens.issue(user_id=admin.id, role=Access.ADMIN).token,
     }
     cached_app, stock_app = apps
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db import models
-from services.auth import Role, TokenService
+from services.auth import Access, TokenService
 from tests.api.test_http import LEAKS
 
 FUZZ = settings(
@@ -104,7 +104,7 @@ def test_random_arguments_as_admin(
     after: str | None,
     user_id: str,
 ) -> None:
-    token = tokens.issue(user_id=admin.id, role=Role.ADMIN).token
+    token = tokens.issue(user_id=admin.id, role=Access.ADMIN).token
     variables = {"f": first, "a": after, "id": user_id}
     check(
         app,
@@ -118,7 +118,7 @@ def test_random_arguments_as_admin(
 def test_random_create_user_input_as_admin(
     app: Flask, admin: models.User, tokens: TokenService, name: str, email: str, role: str
 ) -> None:
-    token = tokens.issue(user_id=admin.id, role=Role.ADMIN).token
+    token = tokens.issue(user_id=admin.id, role=Access.ADMIN).token
     check(
         app,
         headers={"Authorization": f"Bearer {token}"},

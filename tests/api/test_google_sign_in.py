@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import create_app
 from db import models
 from services import users as user_service
-from services.auth import Role, TokenService
+from services.auth import Access, TokenService
 from services.unit_of_work import UnitOfWork
 from settings import Settings
 from tests.factories import make_user
@@ -144,7 +144,7 @@ def test_garbage_is_refused(google_client: FlaskClient, token: str) -> None:
 def test_our_own_access_token_is_no_google_id_token(
     google_client: FlaskClient, admin: models.User, tokens: TokenService
 ) -> None:
-    ours = tokens.issue(user_id=admin.id, role=Role.ADMIN).token
+    ours = tokens.issue(user_id=admin.id, role=Access.ADMIN).token
     assert sign_in(google_client, ours)["__typename"] == "InvalidGoogleToken"
 
 

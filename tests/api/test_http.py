@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import create_app
 from services import auth
 from services import users as user_service
-from services.auth import Principal, Role, TokenService
+from services.auth import Access, Principal, TokenService
 from settings import Settings
 from tests.graphql import gql
 
@@ -166,7 +166,7 @@ def test_a_database_that_went_away_is_service_unavailable_during_execution(
 ) -> None:
     # Authentication passes without the database, so the outage hits a resolver.
     monkeypatch.setattr(
-        auth, "authenticate", lambda *_, **__: Principal(user_id=None, role=Role.ADMIN)
+        auth, "authenticate", lambda *_, **__: Principal(user_id=None, role=Access.ADMIN)
     )
     client = create_app(settings, session_factory=unreachable_database).test_client()
     with caplog.at_level(logging.WARNING):
@@ -188,7 +188,7 @@ def test_a_database_that_went_away_is_503_during_authentication(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = create_app(settings, session_factory=unreachable_database).test_client()
-    token = tokens.issue(user_id=1, role=Role.USER).token
+    token = tokens.issue(user_id=1, role=Access.USER).token
     with caplog.at_level(logging.WARNING):
         response = client.post(
             "/graphql",

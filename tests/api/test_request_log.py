@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from db import models
 from services import users as user_service
-from services.auth import Role, TokenService
+from services.auth import Access, TokenService
 from services.unit_of_work import UnitOfWork
 from tests.graphql import CREATE_USER
 from web.arrival import ARRIVAL
@@ -121,7 +121,7 @@ def test_no_token_secret_or_variable_reaches_the_log(
     admin: models.User,
     tokens: TokenService,
 ) -> None:
-    token = tokens.issue(user_id=admin.id, role=Role.ADMIN).token
+    token = tokens.issue(user_id=admin.id, role=Access.ADMIN).token
     secret_email = "very-private-person@example.com"
     for authorization in (f"Bearer {token}", f"Bearer {token}x", "Bearer " + "e" * 5000):
         client.post(

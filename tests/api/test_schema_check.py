@@ -5,7 +5,7 @@ import pytest
 from cli import main
 from cli.schema_tools import ROLE_SCHEMAS_END, ROLE_SCHEMAS_START, role_schemas_markdown
 from schema.root import schema_for
-from services.auth import Role
+from services.auth import Access
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 COMMITTED = (ROOT / "schema.graphql").read_text()
@@ -79,7 +79,9 @@ def test_an_acknowledged_breaking_change_passes(
 
 
 def test_each_role_sees_only_what_it_may_use() -> None:
-    anonymous, user, admin = (schema_for(role) for role in (Role.ANONYMOUS, Role.USER, Role.ADMIN))
+    anonymous, user, admin = (
+        schema_for(role) for role in (Access.ANONYMOUS, Access.USER, Access.ADMIN)
+    )
     assert "me: User" in anonymous
     assert "users(" not in anonymous
     assert "createUser" not in anonymous

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from services.auth import (
     VERIFIED_TOKENS_KEPT,
+    Access,
     Claims,
-    Role,
     TokenService,
     bearer_token,
     key_id,
@@ -58,8 +58,8 @@ def sign(payload: dict[str, Any], **header: Any) -> str:
 
 def test_an_issued_token_verifies() -> None:
     service = hs256(clock=time.time)
-    issued = service.issue(user_id=42, role=Role.ADMIN)
-    assert service.verify(issued.token) == Claims(user_id=42, role=Role.ADMIN)
+    issued = service.issue(user_id=42, role=Access.ADMIN)
+    assert service.verify(issued.token) == Claims(user_id=42, role=Access.ADMIN)
     header = jwt.get_unverified_header(issued.token)
     assert header == {"alg": "HS256", "typ": "at+jwt"}
     payload = jwt.decode(issued.token, options={"verify_signature": False})
@@ -72,7 +72,7 @@ def test_an_issued_token_verifies() -> None:
 
 def test_the_hand_made_control_token_verifies() -> None:
     # Proves the forgeries below fail for the one thing each changes.
-    assert hs256(clock=time.time).verify(sign(claims())) == Claims(user_id=7, role=Role.USER)
+    assert hs256(clock=time.time).verify(sign(claims())) == Claims(user_id=7, role=Access.USER)
 
 
 def test_within_the_leeway_is_still_valid() -> None:
@@ -156,7 +156,7 @@ class Clock:
 def test_a_remembered_token_still_expires_on_time() -> None:
     clock = Clock()
     service = hs256(clock=clock)
-    token = service.issue(user_id=5, role=Role.USER, ttl_seconds=60).token
+    token = service.issue(user_id=5, role=Access.USER, ttl_seconds=60).token
     assert service.verify(token).user_id == 5
     clock.now += 60 + 30 - 1  # the last second of the leeway
     assert service.verify(token).user_id == 5
@@ -169,7 +169,7 @@ def test_a_token_is_verified_once_and_its_claims_remembered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     service = hs256(clock=time.time)
-    token = service.issue(user_id=8, role=Role.ADMIN).token
+    token = service.issue(user_id=8, role=Access.ADMIN).token
     decodes = []
     real_decode = jwt.decode
 
@@ -178,7 +178,7 @@ def test_a_token_is_verified_once_and_its_claims_remembered(
         return real_decode(*args, **kwargs)
 
     monkeypatch.setattr(jwt, "decode", counting_decode)
-    assert [service.verify(token) for _ in range(3)] == [Claims(8, Role.ADMIN)] * 3
+    assert [service.verify(token) for _ in range(3)] == [Claims(8, Access.ADMIN)] * 3
     assert len(decodes) == 1
     # The token itself is the key: the same claims under a forged signature are checked anew.
     with pytest.raises(Unauthenticated):
@@ -200,15 +200,15 @@ def test_only_signed_tokens_with_valid_claims_are_remembered() -> None:
     timed = {FORGERIES[name] for name in ("expired", "not yet valid", "issued in the future")}
     assert service._verified.cache_info().currsize == len(timed)
     for token in timed:
-        assert service._verified(token).claims == Claims(7, Role.USER)
+        assert service._verified(token).claims == Claims(7, Access.USER)
 
 
 def test_remembered_tokens_are_bounded() -> None:
     service = hs256(clock=time.time)
-    first = service.issue(user_id=1, role=Role.USER).token
+    first = service.issue(user_id=1, role=Access.USER).token
     for user_id in range(1, VERIFIED_TOKENS_KEPT + 2):
         service.verify(
-            first if user_id == 1 else service.issue(user_id=user_id, role=Role.USER).token
+            first if user_id == 1 else service.issue(user_id=user_id, role=Access.USER).token
         )
     assert service._verified.cache_info().currsize == VERIFIED_TOKENS_KEPT
     assert service.verify(first).user_id == 1  # pushed out, verified again
@@ -260,11 +260,11 @@ def test_an_rs256_header_against_an_hs256_server(
 def test_rs256_keys_rotate_by_kid(rsa_keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]) -> None:
     old, new = rsa_keys
     before = asymmetric("RS256", _pem(old))
-    old_token = before.issue(user_id=3, role=Role.USER).token
+    old_token = before.issue(user_id=3, role=Access.USER).token
     after = asymmetric("RS256", _pem(new), _public_pem(old))
-    new_token = after.issue(user_id=4, role=Role.ADMIN).token
-    assert after.verify(old_token) == Claims(user_id=3, role=Role.USER)
-    assert after.verify(new_token) == Claims(user_id=4, role=Role.ADMIN)
+    new_token = after.issue(user_id=4, role=Access.ADMIN).token
+    assert after.verify(old_token) == Claims(user_id=3, role=Access.USER)
+    assert after.verify(new_token) == Claims(user_id=4, role=Access.ADMIN)
     assert jwt.get_unverified_header(new_token)["kid"] == key_id(new.public_key())
     # Once the old key is dropped, its tokens stop working.
     with pytest.raises(Unauthenticated):
@@ -299,9 +299,9 @@ def test_rs256_refuses_key_confusion_and_unknown_kids(
 def test_es256() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     service = asymmetric("ES256", _pem(key))
-    token = service.issue(user_id=9, role=Role.USER).token
+    token = service.issue(user_id=9, role=Access.USER).token
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
-    assert service.verify(token) == Claims(user_id=9, role=Role.USER)
+    assert service.verify(token) == Claims(user_id=9, role=Access.USER)
     [jwk] = service.jwks()["keys"]
     assert (jwk["kty"], jwk["crv"], jwk["kid"]) == ("EC", "P-256", key_id(key.public_key()))
 
