@@ -30,10 +30,9 @@ class FieldNodesInfo(NodesInfo):
 
 class FastSchema(strawberry.Schema):
     """Executes by FastExecutionContext, enters extensions' hooks through KeptHooksRunner and
-        resolves the rules on fields of non-root types that `field_rules` finds in the graphql-core
-    schema by one small function each.
-        Every operation still goes through Strawberry's execute_sync, so every extension runs
-        on every operation."""
+    resolves the rules on fields of non-root types that `field_rules` finds in the
+    graphql-core schema by one small function each. Every operation still goes through
+    Strawberry's execute_sync, so every extension runs on every operation."""
 
     def __init__(
         self,
