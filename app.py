@@ -17,11 +17,9 @@ from schema.limits import ExposurePolicy
 from schema.root import executable_schema
 from services import auth, documents
 from services.google import CachingRequest, GoogleIdTokenVerifier
-from services.health import ReadinessProbe, check_readiness
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
 from services.rate_limit import RateLimiter, RedisCounter
 from services.shared_redis import SharedRedis
-from services.unit_of_work import UnitOfWork
 from settings import ConfigError, Environment, Settings
 from web import errors, graphiql, graphql_view, health, request_log
 from web.collaborators import Collaborators
@@ -101,9 +99,9 @@ def build_collaborators(
         csrf_require_preflight=settings.csrf_require_preflight,
         development_tokens=settings.graphiql and settings.environment is Environment.DEVELOPMENT,
         documents=DocumentAdmission(
-            persisted=documents.MemoryDocumentStore()
-            if shared is None
-            else documents.RedisDocumentStore(shared),
+            persisted=documents.RedisDocumentStore(shared)
+            if shared
+            else documents.MemoryDocumentStore(),
             trusted=settings.trusted_documents,
         ),
     )
@@ -118,7 +116,10 @@ def create_app(
     request_log.configure_logging(settings.log_level)
     if session_factory is None:
         session_factory, reading_engine, readiness_factory = database.connect(
-            settings.database_url, settings.database_pool, settings.database_wait_seconds
+            settings.database_url,
+            settings.database_pool,
+            settings.database_wait_seconds,
+            request_timeout_seconds=settings.request_timeout_seconds,
         )
     else:
         reading_engine, readiness_factory = None, session_factory
@@ -126,8 +127,7 @@ def create_app(
     app = Flask(__name__)
     # Werkzeug answers 413 (as JSON, below) before a larger body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    if settings.trusted_proxies:
-        proxies = settings.trusted_proxies
+    if proxies := settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     request_log.register(app, request_timeout_seconds=settings.request_timeout_seconds)
     graphql_view.register(
@@ -140,10 +140,8 @@ def create_app(
     )
     if settings.graphiql:
         graphiql.register(app, collaborators)
-    revision = migrations_head()
-    probe = ReadinessProbe(
-        lambda: check_readiness(UnitOfWork(readiness_factory), expected_revision=revision)
+    health.register(
+        app, readiness_factory, collaborators.tokens, migrations_head(), port=settings.health_port
     )
-    health.register(app, probe, collaborators.tokens, revision=revision, port=settings.health_port)
     errors.register(app)
     return app

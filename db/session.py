@@ -1,6 +1,6 @@
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from db.deadline import bounded
 
@@ -36,6 +37,11 @@ class PoolOptions:
     connect_timeout_seconds: float = 3.0
     read_timeout_seconds: float = 30.0
     """Bounds a statement on a connection whose server went silent."""
+    statement_cap_seconds: float | None = None
+    """The server itself stops a statement after this long (MariaDB's max_statement_time,
+    MySQL's max_execution_time, which covers SELECTs); a server process sets it to its
+    request budget, so no statement outlives the request that sent it. None: no cap (the
+    CLI, whose migrations may take longer)."""
 
 
 # Readiness asks the database on a pool of its own with short timeouts: a probe must answer
@@ -85,6 +91,7 @@ def _server_options(url: str, pool: PoolOptions) -> dict[str, Any]:
         "pool_recycle": pool.recycle_seconds,
         "pool_pre_ping": pool.pre_ping,
         "pool_timeout": pool.timeout_seconds,
+        "poolclass": DeadlinePool,
     }
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         options["isolation_level"] = MYSQL_ISOLATION_LEVEL
@@ -116,6 +123,7 @@ def _bounded(engine: Engine, pool: PoolOptions) -> Engine:
             *args,
             statement_timeout=pool.read_timeout_seconds,
             ping_timeout=pool.connect_timeout_seconds,
+            statement_cap=pool.statement_cap_seconds,
             **kwargs,
         )
 
@@ -133,11 +141,21 @@ class BoundedConnection(pymysql.connections.Connection):  # type: ignore[misc]
     """
 
     def __init__(
-        self, *args: Any, statement_timeout: float, ping_timeout: float, **kwargs: Any
+        self,
+        *args: Any,
+        statement_timeout: float,
+        ping_timeout: float,
+        statement_cap: float | None = None,
+        **kwargs: Any,
     ) -> None:
         self._statement_timeout = statement_timeout
         self._ping_timeout = ping_timeout
         super().__init__(*args, **kwargs)
+        if statement_cap is not None:
+            if "mariadb" in self.get_server_info().lower():
+                self.query(f"SET SESSION max_statement_time = {statement_cap:.3f}")
+            else:
+                self.query(f"SET SESSION max_execution_time = {round(statement_cap * 1000)}")
 
     def _within(self, seconds: float) -> None:
         self._read_timeout = self._write_timeout = bounded(seconds)
@@ -157,6 +175,20 @@ class BoundedConnection(pymysql.connections.Connection):  # type: ignore[misc]
     def ping(self, *args: Any, **kwargs: Any) -> None:
         self._within(self._ping_timeout)
         super().ping(*args, **kwargs)
+
+
+class DeadlinePool(QueuePool):
+    """A QueuePool whose wait for a free connection is no longer than the request has left
+    (db.deadline), within DB_POOL_TIMEOUT_SECONDS. QueuePool reads `_timeout` when it
+    waits; here that attribute is the bounded value."""
+
+    @property
+    def _timeout(self) -> float:
+        return bounded(self._pool_timeout)
+
+    @_timeout.setter
+    def _timeout(self, seconds: float) -> None:
+        self._pool_timeout = seconds
 
 
 def _make_sqlite_engine(url: str) -> Engine:
@@ -210,16 +242,18 @@ def wait_for_database(engine: Engine, *, seconds: float, interval: float = 1.0) 
 
 
 def connect(
-    url: str, pool: PoolOptions, wait_seconds: float
+    url: str, pool: PoolOptions, wait_seconds: float, *, request_timeout_seconds: float
 ) -> tuple[sessionmaker[Session], Engine | None, sessionmaker[Session]]:
     """What a server process talks to the database with: sessions for writes, the engine
-    for reads (MySQL and MariaDB, else None), and sessions for readiness checks. Waits up to
-    `wait_seconds` for the database, then goes on without it."""
+    for reads (MySQL and MariaDB, else None), and sessions for readiness checks, each
+    statement capped by the server at the request budget. Waits up to `wait_seconds` for
+    the database, then goes on without it."""
+    pool = replace(pool, statement_cap_seconds=request_timeout_seconds)
     engine = make_engine(url, pool)
     if not wait_for_database(engine, seconds=wait_seconds):
         logger.warning("starting without the database; /readyz answers 503 until it is back")
     return (
         make_session_factory(engine),
         make_reading_engine(url, pool),
-        make_session_factory(make_engine(url, READINESS_POOL)),
+        make_session_factory(make_engine(url, replace(READINESS_POOL, statement_cap_seconds=1.0))),
     )

@@ -9,9 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from flask import Flask, Response
+from sqlalchemy.orm import Session, sessionmaker
 
 from services import auth
-from services.health import Readiness, ReadinessProbe
+from services.health import Readiness, ReadinessProbe, check_readiness
+from services.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
 EXTENSION = "userql.health"
@@ -41,8 +43,18 @@ class Health:
 
 
 def register(
-    app: Flask, probe: ReadinessProbe, tokens: auth.TokenService, *, revision: str, port: int
+    app: Flask,
+    session_factory: sessionmaker[Session],
+    tokens: auth.TokenService,
+    revision: str,
+    *,
+    port: int,
 ) -> None:
+    """/livez, /readyz (the database at `revision`, checked through `session_factory`) and
+    the JWKS; the health port answers from the same Health, kept on the app."""
+    probe = ReadinessProbe(
+        lambda: check_readiness(UnitOfWork(session_factory), expected_revision=revision)
+    )
     health = app.extensions[EXTENSION] = Health(probe, revision=revision, port=port)
 
     @app.get("/livez")
