@@ -383,6 +383,59 @@ def ensure_nginx_image() -> None:
     )
 
 
+# compose.yml's redis service runs redis:7.4, which cannot be pulled here. The stand-in keeps
+# that image's contract as far as compose.yml uses it: an entrypoint that takes the command
+# as redis-server's (arguments that start with "-" are options for it) and runs it as the
+# redis user in /data, no configuration file, and every address with protected mode off
+# (the official image builds redis-server with protected-mode defaulting to "no", so other
+# containers may connect without a password); redis-cli for the healthcheck. It is Debian's
+# Redis 7.0 on the stand-in base: it checks the wiring, not Redis 7.4 itself.
+REDIS_STANDIN = "localhost/userql-test/redis-standin:7"
+_REDIS_CONTAINERFILE = f"""\
+FROM {BASE_IMAGE}
+RUN printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d \\
+    && chmod 0755 /usr/sbin/policy-rc.d \\
+    && apt-get update \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
+        redis-server redis-tools \\
+    && rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d \\
+    && mkdir -p /data && chown redis:redis /data
+COPY --chmod=0755 entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+VOLUME /data
+WORKDIR /data
+EXPOSE 6379
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["redis-server"]
+"""
+_REDIS_ENTRYPOINT = r"""#!/bin/sh
+# redis:7.4's entrypoint contract on Debian's Redis: options alone run redis-server, which
+# runs as the redis user, with protected mode off unless the arguments turn it back on
+# (the last of an option given twice wins).
+set -eu
+if [ "${1#-}" != "$1" ] || [ "${1%.conf}" != "$1" ]; then
+    set -- redis-server "$@"
+fi
+if [ "$1" = redis-server ]; then
+    shift
+    set -- redis-server --protected-mode no "$@"
+    if [ "$(id -u)" = 0 ]; then
+        find . \! -user redis -exec chown redis '{}' +
+        exec setpriv --reuid=redis --regid=redis --init-groups "$@"
+    fi
+fi
+exec "$@"
+"""
+
+
+def ensure_redis_image() -> None:
+    """Builds REDIS_STANDIN on the stand-in base with Debian's redis-server (some 10 s with
+    the base local); kept in podman's store, rebuilt only when its sources change."""
+    _ensure_standin(
+        REDIS_STANDIN,
+        {"Containerfile": _REDIS_CONTAINERFILE, "entrypoint.sh": _REDIS_ENTRYPOINT},
+    )
+
+
 def _ensure_standin(tag: str, sources: dict[str, str]) -> None:
     """Builds `tag` from `sources` (a Containerfile and what it copies) on the stand-in
     base, unless podman's store has it from the same sources."""

@@ -6,9 +6,11 @@ depends_on order, checking each condition itself before it starts a dependent: t
 command, environment, healthcheck, restart policy, ports, volumes and stop_grace_period
 are the compose file's, on a network of the test's own where each container answers to its
 service's name. The API is reached only through the proxy's published port; a second api
-container, as `--scale api=2` would start, shows the proxy spreading requests over both.
+container, as `--scale api=2` would start, shows the proxy spreading requests over both,
+and both sharing what they keep in Redis: a persisted query registered through one is
+served by the other.
 
-Three things are not the compose file's:
+Four things are not the compose file's:
 - `mysql:8.4` cannot be pulled here; the db service runs podman.MARIADB_STANDIN instead,
   Debian's MariaDB behind an entrypoint that honours the same MYSQL_* variables, tagged so
   that nobody mistakes it for MySQL. It exercises compose's healthcheck command, the `db`
@@ -17,12 +19,17 @@ Three things are not the compose file's:
   nginx 1.22 behind an entrypoint that renders /etc/nginx/templates/ as the official image
   does. It exercises the template, its rendering, the `api` name's resolution and the
   published port, not nginx 1.27 itself.
+- `redis:7.4` cannot be pulled either; the redis service runs podman.REDIS_STANDIN,
+  Debian's Redis 7.0 behind an entrypoint that takes the command as redis-server's, with
+  protected mode off as the official image builds it. It exercises the command, the
+  healthcheck and the `redis` host name, not Redis 7.4 itself.
 - A slow provisioning webhook (not a compose service: an outside system in production) on
   the same network, so that a createUser is in flight when `stop api` is sent; its URL
   reaches the api through the compose file's `env_file: .env`.
 """
 
 import graphlib
+import hashlib
 import json
 import math
 import re
@@ -49,7 +56,11 @@ pytestmark = [pytest.mark.image]
 ROOT = Path(__file__).resolve().parent.parent.parent
 TAG = "localhost/userql:test"
 # What stands in for each image the compose file names but this machine cannot pull.
-STAND_INS = {"mysql:8.4": podman.MARIADB_STANDIN, "nginx:1.27": podman.NGINX_STANDIN}
+STAND_INS = {
+    "mysql:8.4": podman.MARIADB_STANDIN,
+    "nginx:1.27": podman.NGINX_STANDIN,
+    "redis:7.4": podman.REDIS_STANDIN,
+}
 # The keys of a service this test knows how to honour; any other fails the test, so that a
 # new compose feature is not silently skipped.
 HONOURED = {
@@ -91,6 +102,8 @@ MIGRATE_SECONDS = 120
 API_HEALTHY_SECONDS = 60
 # The template's resolver `valid`, and some: how soon a new replica must get requests.
 RERESOLVE_SECONDS = 20
+# A persisted query the test registers through the proxy, then sends by its hash alone.
+APQ_DOCUMENT = "query ComposeApq { me { email } }"
 
 
 def compose_binary() -> str:
@@ -285,6 +298,7 @@ def images() -> None:
     podman.build(TAG)
     podman.ensure_mariadb_image()
     podman.ensure_nginx_image()
+    podman.ensure_redis_image()
 
 
 @pytest.fixture
@@ -308,6 +322,20 @@ def compose_project(tmp_path: Path) -> tuple[dict[str, Any], int]:
     compose(tmp_path, environ, "config", "-q")
     config = json.loads(compose(tmp_path, environ, "config", "--format", "json"))
     return unescape(config["services"]), port
+
+
+def start_order(services: dict[str, Any]) -> list[str]:
+    """depends_on order; services that may start together, by name (a set's order varies)."""
+    sorter = graphlib.TopologicalSorter(
+        {name: set(spec.get("depends_on") or {}) for name, spec in services.items()}
+    )
+    sorter.prepare()
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        order += ready
+        sorter.done(*ready)
+    return order
 
 
 def graphql_lines(logs: str) -> int:
@@ -339,12 +367,8 @@ def test_the_compose_services_start_in_order_serve_and_drain(
     assert published == {
         "proxy": [{"mode": "ingress", "target": 8000, "published": str(port), "protocol": "tcp"}]
     }
-    order = list(
-        graphlib.TopologicalSorter(
-            {name: set(spec.get("depends_on") or {}) for name, spec in services.items()}
-        ).static_order()
-    )
-    assert order == ["db", "migrate", "api", "proxy"]
+    order = start_order(services)
+    assert order == ["db", "redis", "migrate", "api", "proxy"]
     base = f"http://127.0.0.1:{port}"
     began = time.monotonic()
     with project(services) as started:
@@ -353,12 +377,13 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         )
         for service in order:
             started.up(service)
-        db, migrate, api, proxy = (started.name(service) for service in order)
+        db, redis, migrate, api, proxy = (started.name(service) for service in order)
 
         # Each dependency held before its dependent started, as compose would have it.
         timings = started.timings
         assert timings["db service_healthy"] < timings["migrate started"]
         assert timings["migrate service_completed_successfully"] < timings["api started"]
+        assert timings["redis service_healthy"] < timings["api started"]
         assert timings["api service_healthy"] < timings["proxy started"]
         assert "database migrated to" in started.logs(migrate)
         assert "initialising the datadir" in started.logs(db)  # the volume started empty
@@ -426,6 +451,42 @@ def test_the_compose_services_start_in_order_serve_and_drain(
             assert time.monotonic() - scaled < RERESOLVE_SECONDS, spread
             time.sleep(0.2)
         assert found_replica is not None
+
+        # A persisted query registered through the proxy, by whichever replica got it; then
+        # its hash alone until the other replica has answered it too. Without Redis that
+        # replica would not know the hash (PERSISTED_QUERY_NOT_FOUND).
+        key = hashlib.sha256(APQ_DOCUMENT.encode()).hexdigest()
+        extensions = {"persistedQuery": {"version": 1, "sha256Hash": key}}
+        expected = (200, {"data": {"me": {"email": "ops@example.com"}}})
+        before = {name: graphql_lines(started.logs(name)) for name in (api, api_2)}
+        registration = {"query": APQ_DOCUMENT, "extensions": extensions}
+        assert call(f"{base}/graphql", registration, token=token) == expected
+        [registrar] = [n for n in (api, api_2) if graphql_lines(started.logs(n)) > before[n]]
+        [other] = {api, api_2} - {registrar}
+        before = {name: graphql_lines(started.logs(name)) for name in (api, api_2)}
+        hash_only = 0
+        while True:
+            assert call(f"{base}/graphql", {"extensions": extensions}, token=token) == expected
+            hash_only += 1
+            apq_spread = {
+                name: graphql_lines(started.logs(name)) - before[name] for name in (api, api_2)
+            }
+            if apq_spread[other] >= 2:
+                break
+            assert hash_only < 40, apq_spread
+        # The document is in the redis service, under the key the app gives it.
+        redis_keys = podman.podman(
+            "exec", redis, "redis-cli", "--scan", "--pattern", "userql:apq:*"
+        ).stdout.split()
+        assert redis_keys == [f"userql:apq:{key}"]
+        stored = podman.podman("exec", redis, "redis-cli", "get", f"userql:apq:{key}")
+        assert stored.stdout.strip() == APQ_DOCUMENT
+        # As the compose file's command has it: nothing written to disk.
+        for option, value in (("save", ""), ("appendonly", "no")):
+            got = podman.podman("exec", redis, "redis-cli", "config", "get", option).stdout
+            assert got.split("\n")[:2] == [option, value], got
+        for replica in (api, api_2):
+            assert "Redis failed" not in started.logs(replica)
 
         # `stop api` while a createUser waits on the webhook: compose stops every replica;
         # the one serving it finishes it, then both gunicorns exit, well within
@@ -509,6 +570,9 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         f"start, proxy {healthy - timings['proxy started']:.1f} s (resolver {resolver}); "
         f"a second api got requests {found_replica:.1f} s after it was healthy, and "
         f"{sent} requests went {' and '.join(str(count) for count in spread.values())}; "
+        "redis healthy before the api started; "
+        f"a persisted query registered on one api was served {apq_spread[other]} times of "
+        f"{hash_only} by the other; "
         f"`stop api` drained both in {stop_seconds:.1f} s; with no api the "
         f"proxy answered {status} in {no_api_seconds:.1f} s; "
         f"{time.monotonic() - began:.1f} s in all"

@@ -234,6 +234,27 @@ def test_compose_wires_the_services_in_order() -> None:
     )
 
 
+def test_compose_shares_the_apis_state_through_a_redis_that_keeps_nothing() -> None:
+    result = compose("config", "--format", "json", environ=SECRETS)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    redis = services["redis"]
+    assert redis["image"] in {"redis:7.4", "redis:7-alpine"}
+    # Counters and persisted queries only: no snapshots, no append-only file, no volume.
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    assert command[command.index("--save") + 1] == ""
+    assert command[command.index("--appendonly") + 1] == "no"
+    assert "volumes" not in redis
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["restart"] == "unless-stopped"
+    assert "ports" not in redis
+    assert services["api"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # migrate never asks Redis, so it does not wait for it.
+    assert "redis" not in services["migrate"]["depends_on"]
+
+
 @pytest.mark.parametrize("missing", sorted(SECRETS))
 def test_compose_refuses_to_start_without_a_secret(missing: str) -> None:
     environ = {name: value for name, value in SECRETS.items() if name != missing}
