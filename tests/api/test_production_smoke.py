@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,10 @@ class Server:
     log: Path
 
 
-@pytest.fixture
-def server(
-    database_url: str, committing_session_factory: sessionmaker[Session], tmp_path: Path
-) -> Iterator[Server]:
+@contextmanager
+def production_server(database_url: str, tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """gunicorn as the Dockerfile runs it, migrated, with an admin and a provisioning
+    webhook that takes 2 s (a slow request to have in flight)."""
     provisioning = Behaviour(delay_seconds=2.0)
     with stub_server(provisioning) as webhook:
         env = {
@@ -43,8 +44,7 @@ def server(
             "USERQL_ENV": "production",
             "JWT_SECRET": TEST_SECRET,
             "BIND": f"127.0.0.1:{free_port()}",
-            "WEB_CONCURRENCY": "2",
-            "GUNICORN_GRACEFUL_TIMEOUT": "15",
+            **settings,
         }
         userql(env, tmp_path, "migrate")
         # Without a webhook: the admin is the test's setup, not what it measures.
@@ -57,6 +57,16 @@ def server(
             yield Server(process, f"http://{env['BIND']}", token, provisioning, log)
         finally:
             stop(process)
+
+
+@pytest.fixture
+def server(
+    database_url: str, committing_session_factory: sessionmaker[Session], tmp_path: Path
+) -> Iterator[Server]:
+    with production_server(
+        database_url, tmp_path, WEB_CONCURRENCY="2", GUNICORN_GRACEFUL_TIMEOUT="15"
+    ) as started:
+        yield started
 
 
 def test_gunicorn_serves_and_drains_on_sigterm(server: Server) -> None:
@@ -119,62 +129,41 @@ def test_what_gunicorn_refuses_itself_is_answered_as_json(
     assert [error["extensions"]["code"] for error in body["errors"]] == [code]
 
 
+def create(email: str) -> dict[str, Any]:
+    return {"query": CREATE_USER, "variables": {"input": {"name": "Queued", "email": email}}}
+
+
 def test_a_request_whose_client_hung_up_while_it_queued_is_not_run(tmp_path: Path) -> None:
     """One worker thread, busy with a slow createUser; a second createUser arrives whole and
     its client hangs up before a thread is free: it is never run, so no user is created that
     nobody is waiting for. A third, whose client waits, runs afterwards."""
     database = tmp_path / "queue.sqlite3"
-    provisioning = Behaviour(delay_seconds=2.0)
-    with stub_server(provisioning) as webhook:
-        port = free_port()
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "DATABASE_URL": f"sqlite:///{database}",
-            "USERQL_ENV": "production",
-            "JWT_SECRET": TEST_SECRET,
-            "BIND": f"127.0.0.1:{port}",
-            "WEB_CONCURRENCY": "1",
-            "GUNICORN_THREADS": "1",
-        }
-        userql(env, tmp_path, "migrate")
-        userql(env, tmp_path, "create-admin", "--email", "ops@example.com", "--name", "Ops")
-        token = userql(env, tmp_path, "issue-token", "--email", "ops@example.com").strip()
-        log = tmp_path / "server.log"
-        with log.open("wb") as output:
-            process = start_gunicorn({**env, "USER_PROVISIONING_WEBHOOK_URL": webhook}, output)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_ready(base, process, log)
-
-            def create(email: str) -> dict[str, Any]:
-                variables = {"input": {"name": "Queued", "email": email}}
-                return {"query": CREATE_USER, "variables": variables}
-
-            answers: list[tuple[int, Any]] = []
-            busy = threading.Thread(
-                target=lambda: answers.append(
-                    call(f"{base}/graphql", create("a@x.io"), token=token)
-                )
+    answers: list[tuple[int, Any]] = []
+    with production_server(
+        f"sqlite:///{database}", tmp_path, WEB_CONCURRENCY="1", GUNICORN_THREADS="1"
+    ) as server:
+        base, token = server.base, server.token
+        wait_until_ready(base, server.process, server.log)
+        busy = threading.Thread(
+            target=lambda: answers.append(call(f"{base}/graphql", create("a@x.io"), token=token))
+        )
+        busy.start()
+        deadline = time.monotonic() + 10
+        while not server.provisioning.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        body = json.dumps(create("gone@x.io")).encode()
+        with socket.create_connection(("127.0.0.1", int(base.rpartition(":")[2]))) as gone:
+            head = (
+                "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
             )
-            busy.start()
-            deadline = time.monotonic() + 10
-            while not provisioning.received and time.monotonic() < deadline:
-                time.sleep(0.02)
-            body = json.dumps(create("gone@x.io")).encode()
-            with socket.create_connection(("127.0.0.1", port)) as gone:
-                head = (
-                    "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
-                )
-                gone.sendall(head.encode() + body)
-            waiting = call(f"{base}/graphql", {"query": "{ me { email } }"}, token=token)
-            busy.join(timeout=20)
-        finally:
-            stop(process)
+            gone.sendall(head.encode() + body)
+        waiting = call(f"{base}/graphql", {"query": "{ me { email } }"}, token=token)
+        busy.join(timeout=20)
     assert waiting == (200, {"data": {"me": {"email": "ops@example.com"}}})
     [(status, created)] = answers
     assert (status, created["data"]["createUser"]["__typename"]) == (200, "CreateUserSuccess")
     emails = {row[0] for row in sqlite3.connect(database).execute("SELECT email FROM users")}
     assert emails == {"ops@example.com", "a@x.io"}
-    assert [received["body"]["email"] for received in provisioning.received] == ["a@x.io"]
-    assert "client went away before its request started; not run" in log.read_text()
+    assert [received["body"]["email"] for received in server.provisioning.received] == ["a@x.io"]
+    assert "client went away before its request started; not run" in server.log.read_text()

@@ -115,24 +115,39 @@ def test_mysql_runs_read_committed(mysql_url: str) -> None:
     engine.dispose()
 
 
-def test_a_commit_whose_answer_is_lost_says_the_outcome_is_unknown(
+@pytest.fixture
+def proxied_admin(
     settings: Settings,
     tokens: TokenService,
-    proxy: TcpProxy,
     proxied_url: str,
     proxied_session_factory: sessionmaker[Session],
-    mysql_url: str,
-) -> None:
+) -> FlaskClient:
+    """An ADMIN's client of an app built as in production, through the proxy, its
+    connections already made (their set-up sends no COMMIT later)."""
     admin = make_user(proxied_session_factory, role=models.Role.ADMIN)
     app = create_app(replace(settings, database_url=proxied_url, database_pool=POOL))
     client = authorized(app.test_client(), tokens, admin)
-    variables = {"input": {"name": "Lost Reply", "email": "lost@example.com"}}
-    assert _timed(client)[0] == 200  # connections made: their set-up sends no COMMIT later
+    assert _timed(client)[0] == 200
+    return client
 
-    proxy.lose_reply_to(b"\x03COMMIT")  # the COM_QUERY packet PyMySQL's commit() sends
-    response = client.post("/graphql", json={"query": CREATE_USER, "variables": variables})
-    proxy.lose_reply_to(None)
-    body = response.get_json()
+
+def _create(client: FlaskClient, proxy: TcpProxy, *, losing: bytes, email: str) -> Any:
+    """createUser while the proxy loses the answer to the packet holding `losing`."""
+    variables = {"input": {"name": "Lost Reply", "email": email}}
+    proxy.lose_reply_to(losing)
+    try:
+        return client.post(
+            "/graphql", json={"query": CREATE_USER, "variables": variables}
+        ).get_json()
+    finally:
+        proxy.lose_reply_to(None)
+
+
+def test_a_commit_whose_answer_is_lost_says_the_outcome_is_unknown(
+    proxied_admin: FlaskClient, proxy: TcpProxy, mysql_url: str
+) -> None:
+    # The COM_QUERY packet PyMySQL's commit() sends.
+    body = _create(proxied_admin, proxy, losing=b"\x03COMMIT", email="lost@example.com")
     assert body["data"] is None
     [error] = body["errors"]
     assert error["extensions"]["code"] == "OUTCOME_UNKNOWN"
@@ -146,18 +161,7 @@ def test_a_commit_whose_answer_is_lost_says_the_outcome_is_unknown(
 
 
 def test_an_outage_before_the_commit_is_still_unavailable(
-    settings: Settings,
-    tokens: TokenService,
-    proxy: TcpProxy,
-    proxied_url: str,
-    proxied_session_factory: sessionmaker[Session],
+    proxied_admin: FlaskClient, proxy: TcpProxy
 ) -> None:
-    admin = make_user(proxied_session_factory, role=models.Role.ADMIN)
-    app = create_app(replace(settings, database_url=proxied_url, database_pool=POOL))
-    client = authorized(app.test_client(), tokens, admin)
-    variables = {"input": {"name": "Never Saved", "email": "never@example.com"}}
-    assert _timed(client)[0] == 200
-    proxy.lose_reply_to(b"INSERT INTO")
-    body = client.post("/graphql", json={"query": CREATE_USER, "variables": variables}).get_json()
-    proxy.lose_reply_to(None)
+    body = _create(proxied_admin, proxy, losing=b"INSERT INTO", email="never@example.com")
     assert [error["extensions"]["code"] for error in body["errors"]] == ["SERVICE_UNAVAILABLE"]
