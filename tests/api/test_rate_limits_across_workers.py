@@ -32,6 +32,12 @@ def base(redis_url: str, database_url: str, engine: object, tmp_path: Path) -> I
     base = f"http://{env['BIND']}"
     try:
         wait_until_ready(base, process, log)
+        # Both workers take connections once each serves its health port (web/worker.py);
+        # until then one worker answers them all.
+        deadline = time.monotonic() + 30
+        while log.read_text().count("health endpoints on port") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
         yield base
         pids = {
             json.loads(line)["pid"]

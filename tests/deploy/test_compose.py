@@ -260,6 +260,19 @@ def health_flags(healthcheck: dict[str, Any]) -> list[str]:
     return flags
 
 
+def exec_past_dns_stalls(container: str, *command: str, attempts: int = 4) -> str:
+    """`podman exec`'s output; tried again, a bounded number of times, only when the
+    network's DNS failed to answer a lookup (podman 4.3's aardvark-dns now and then does)."""
+    for attempt in range(attempts):
+        result = podman.podman("exec", container, *command, check=False)
+        if result.returncode == 0:
+            return result.stdout
+        if "Temporary failure in name resolution" not in result.stdout + result.stderr:
+            break
+        time.sleep(1 + attempt)
+    raise AssertionError(f"podman exec {container} {command}: {result.stdout}{result.stderr}")
+
+
 def eventually_ready(url: str, *, seconds: float) -> bool:
     """Whether `url` answers 200 within `seconds`, asked every half second."""
     deadline = time.monotonic() + seconds
@@ -431,13 +444,13 @@ def test_the_compose_services_start_in_order_serve_and_drain(
             },
         )
 
-        admin = podman.podman(
-            "exec", api, "userql", "create-admin", "--email", "ops@example.com", "--name", "Ops"
+        admin = exec_past_dns_stalls(
+            api, "userql", "create-admin", "--email", "ops@example.com", "--name", "Ops"
         )
-        assert "is now an ADMIN" in admin.stdout
-        token = podman.podman(
-            "exec", api, "userql", "issue-token", "--email", "ops@example.com"
-        ).stdout.strip()
+        assert "is now an ADMIN" in admin
+        token = exec_past_dns_stalls(
+            api, "userql", "issue-token", "--email", "ops@example.com"
+        ).strip()
         me = {"query": "{ me { email role } }"}
         assert call(f"{base}/graphql", me, token=token) == (
             200,
