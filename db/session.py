@@ -180,7 +180,8 @@ class BoundedConnection(pymysql.connections.Connection):  # type: ignore[misc]
 class DeadlinePool(QueuePool):
     """A QueuePool whose wait for a free connection is no longer than the request has left
     (db.deadline), within DB_POOL_TIMEOUT_SECONDS. QueuePool reads `_timeout` when it
-    waits; here that attribute is the bounded value."""
+    waits; here that attribute is the bounded value. recreate() (engine.dispose()) reads it
+    too, and is called outside requests, where it is the configured value."""
 
     @property
     def _timeout(self) -> float:

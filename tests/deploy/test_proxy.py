@@ -16,7 +16,6 @@ block it.
 
 import dataclasses
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -42,6 +41,7 @@ from tests.conftest import NGINX_VARIABLE, TEST_SECRET
 from tests.graphql import CREATE_USER
 from tests.report import REPORT
 from tests.servers import call, free_port, raw, start_gunicorn, stop, userql, wait_until_ready
+from tests.unit.test_deploy_config import load_gunicorn_config
 from web.errors import CODE_BY_STATUS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -114,17 +114,6 @@ def nginx_seconds(value: str) -> float:
     return float(value.removesuffix("s"))
 
 
-def gunicorn_config(monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name in ("GUNICORN_TIMEOUT", "BIND", "PORT", "WEB_CONCURRENCY"):
-        monkeypatch.delenv(name, raising=False)
-    spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_proxy_is_the_only_published_port_and_the_api_can_scale() -> None:
     services = compose_services(API_PORT="9123")
     published = {name: spec.get("ports") for name, spec in services.items() if spec.get("ports")}
@@ -182,7 +171,7 @@ def test_the_proxy_limits_are_the_app_and_gunicorn_limits(
 ) -> None:
     config = render(TEMPLATE.read_text(), proxy_environment())
     defaults = {field.name: field.default for field in dataclasses.fields(Settings)}
-    gunicorn = gunicorn_config(monkeypatch)
+    gunicorn = load_gunicorn_config(monkeypatch)
     # A body the proxy lets through is one the app takes (MAX_REQUEST_BYTES), and the proxy
     # holds all of it in memory before gunicorn sees any.
     assert size(directive(config, "client_max_body_size")[0]) == defaults["max_request_bytes"]

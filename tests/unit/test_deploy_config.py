@@ -144,6 +144,8 @@ def load_gunicorn_config(monkeypatch: pytest.MonkeyPatch, **environ: str) -> Mod
         "PORT",
         "WEB_CONCURRENCY",
         "GUNICORN_THREADS",
+        "GUNICORN_TIMEOUT",
+        "GUNICORN_GRACEFUL_TIMEOUT",
         "GUNICORN_MAX_REQUESTS",
         "LOG_LEVEL",
     ):
