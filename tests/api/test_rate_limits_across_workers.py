@@ -1,8 +1,12 @@
 """Two gunicorn workers, one Redis: the limit is the same whichever worker answers."""
 
 import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,9 @@ LIMIT, WINDOW = 5, 4
 
 
 @pytest.fixture
-def base(redis_url: str, database_url: str, engine: object, tmp_path: Path) -> Iterator[str]:
+def server(
+    redis_url: str, database_url: str, engine: object, tmp_path: Path
+) -> Iterator[tuple[str, list[int]]]:
     env = {
         "DATABASE_URL": database_url,
         "USERQL_ENV": "production",
@@ -38,15 +44,41 @@ def base(redis_url: str, database_url: str, engine: object, tmp_path: Path) -> I
         while log.read_text().count("health endpoints on port") < 2:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        yield base
-        pids = {
+        workers = workers_of(process)
+        assert len(workers) == 2, workers
+        yield base, workers
+        answered = [
             json.loads(line)["pid"]
             for line in log.read_text().splitlines()
             if '"userql.request"' in line
-        }
-        assert len(pids) == 2, "both workers should have answered some of the requests"
+        ]
+        assert set(answered) == set(workers), (
+            "both workers should have answered some of the requests"
+        )
     finally:
+        for worker in workers_of(process):
+            os.kill(worker, signal.SIGCONT)
         stop(process)
+
+
+def workers_of(process: "subprocess.Popen[bytes]") -> list[int]:
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+@contextmanager
+def only(workers: list[int], answering: int) -> Iterator[None]:
+    """Every new connection goes to one worker: the kernel hands it whichever worker is
+    waiting in accept, and a stopped one is not. Left to the kernel, one idle worker can win
+    every accept, and the test would show nothing about the other."""
+    stopped = [worker for worker in workers if worker != answering]
+    for worker in stopped:
+        os.kill(worker, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for worker in stopped:
+            os.kill(worker, signal.SIGCONT)
 
 
 def attempts(base: str, count: int) -> list[str]:
@@ -60,10 +92,16 @@ def attempts(base: str, count: int) -> list[str]:
     return outcomes
 
 
-def test_the_limit_holds_across_workers_and_resets(base: str) -> None:
+def test_the_limit_holds_across_workers_and_resets(server: tuple[str, list[int]]) -> None:
+    base, (first, second) = server
     # Start just after a window boundary, so all the attempts fall in one window.
     time.sleep(WINDOW - time.time() % WINDOW + 0.05)
-    outcomes = attempts(base, 2 * LIMIT)
+    with only([first, second], first):
+        outcomes = attempts(base, 3)
+    with only([first, second], second):
+        outcomes += attempts(base, 2 * LIMIT - 3)
+    # The second worker refuses once the first and it together have used the limit.
     assert outcomes == ["allowed"] * LIMIT + ["RATE_LIMITED"] * LIMIT
     time.sleep(WINDOW - time.time() % WINDOW + 0.05)
-    assert attempts(base, 1) == ["allowed"]
+    with only([first, second], first):
+        assert attempts(base, 1) == ["allowed"]
