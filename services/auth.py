@@ -268,6 +268,11 @@ class TokenService:
             keys.append({**jwk, "kid": kid, "use": "sig", "alg": self.algorithm})
         return {"keys": keys}
 
+    @property
+    def issuer(self) -> str:
+        """The `iss` of every token issued, and the only one accepted."""
+        return self._issuer
+
 
 def _numeric_date(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -1,6 +1,7 @@
-"""/livez, /readyz and the JWKS document; and the health port, which answers /livez and
-/readyz from a thread of its own in each gunicorn worker (web/worker.py), so that probes are
-answered while every request thread waits on a slow database or a slow client."""
+"""/livez, /readyz, the JWKS and the discovery document that points at it; and the health
+port, which answers /livez and /readyz from a thread of its own in each gunicorn worker
+(web/worker.py), so that probes are answered while every request thread waits on a slow
+database or a slow client."""
 
 import json
 import logging
@@ -8,7 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, url_for
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import auth
@@ -18,6 +19,8 @@ from services.unit_of_work import UnitOfWork
 logger = logging.getLogger(__name__)
 EXTENSION = "userql.health"
 LIVE = {"status": "ok"}
+# The claims our access tokens carry (services/auth.py), for verifiers that map them.
+TOKEN_CLAIMS = ("sub", "roles", "iat", "exp", "iss", "aud", "jti")
 
 
 def readiness_body(readiness: Readiness, revision: str) -> tuple[int, dict[str, Any]]:
@@ -50,8 +53,9 @@ def register(
     *,
     port: int,
 ) -> None:
-    """/livez, /readyz (the database at `revision`, checked through `session_factory`) and
-    the JWKS; the health port answers from the same Health, kept on the app."""
+    """/livez, /readyz (the database at `revision`, checked through `session_factory`), the
+    JWKS and its discovery document; the health port answers from the same Health, kept on
+    the app."""
     probe = ReadinessProbe(
         lambda: check_readiness(UnitOfWork(session_factory), expected_revision=revision)
     )
@@ -70,6 +74,28 @@ def register(
     @app.get("/.well-known/jwks.json")
     def jwks() -> Response:
         response = Response(jwks_body, content_type="application/json")
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    # Metadata for verifying our tokens, not a full OpenID Provider: there is no authorization
+    # endpoint and no ID token, so only the fields that hold for userql are given.
+    discovery = {
+        "subject_types_supported": ["public"],
+        # Our access tokens' algorithm; verifiers read it here to pin the one they accept.
+        "id_token_signing_alg_values_supported": [tokens.algorithm],
+        "claims_supported": list(TOKEN_CLAIMS),
+    }
+
+    @app.get("/.well-known/openid-configuration")
+    def openid_configuration() -> Response:
+        # Built per request so that each name the service is reached by points at its own
+        # keys; the scheme is the proxy's only behind TRUSTED_PROXIES (ProxyFix in app.py).
+        body = {
+            "issuer": tokens.issuer,
+            "jwks_uri": url_for("jwks", _external=True),
+            **discovery,
+        }
+        response = Response(json.dumps(body), content_type="application/json")
         response.headers["Cache-Control"] = "public, max-age=300"
         return response
 
