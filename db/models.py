@@ -1,13 +1,14 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, String
+from sqlalchemy import Enum, ForeignKey, String
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import MYSQL_TABLE_OPTIONS, Base, UTCDateTime, utc_now
 
 NAME_MAX_LENGTH = 80
+USER_AGENT_MAX_LENGTH = 255
 # RFC 5321's limit on a forward path, the longest address that can receive mail.
 EMAIL_MAX_LENGTH = 254
 
@@ -40,3 +41,38 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=_same_as_created_at, onupdate=utc_now
     )
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When an admin shut the account out; None while it is active."""
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """Access tokens issued before this instant are refused (sign out everywhere)."""
+
+
+class Session(Base):
+    """One sign-in on one device: its refresh tokens rotate, the session stays."""
+
+    __tablename__ = "sessions"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_same_as_created_at)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX_LENGTH))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RefreshToken(Base):
+    """A refresh token of a session, kept as its SHA-256 only. A rotated one stays, so that
+    presenting it again is known for what it is: a stolen copy (RFC 9700 §4.14)."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
