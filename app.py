@@ -88,6 +88,7 @@ def build_collaborators(
         tokens=build_token_service(settings),
         google=build_google_verifier(settings),
         google_signup_enabled=settings.google_signup_enabled,
+        session_ttl_seconds=settings.session_ttl_seconds,
         limits=settings.query_limits,
         exposure=ExposurePolicy(
             introspection=settings.introspection, field_suggestions=settings.field_suggestions

@@ -80,6 +80,8 @@ class Settings:
     """JWT_PUBLIC_KEY_FILES: comma-separated PEM public keys still accepted (rotation)."""
     jwt_ttl_seconds: int = 3600
     """JWT_TTL_SECONDS: lifetime of issued access tokens."""
+    session_ttl_seconds: int = 2592000
+    """SESSION_TTL_SECONDS: how long a session can be refreshed after sign-in (30 days)."""
     jwt_issuer: str = "userql"
     """JWT_ISSUER: the `iss` of issued tokens, and the only one accepted."""
     jwt_audience: str = "userql"
@@ -174,6 +176,13 @@ class Settings:
             ),
             jwt_ttl_seconds=_parse_number(
                 "JWT_TTL_SECONDS", values.get("JWT_TTL_SECONDS", "3600"), int, low=1, high=2678400
+            ),
+            session_ttl_seconds=_parse_number(
+                "SESSION_TTL_SECONDS",
+                values.get("SESSION_TTL_SECONDS") or "2592000",
+                int,
+                low=60,
+                high=31622400,
             ),
             jwt_issuer=values.get("JWT_ISSUER") or "userql",
             jwt_audience=values.get("JWT_AUDIENCE") or "userql",

@@ -1,7 +1,9 @@
-"""The `userql` command: serve, migrate, seed, create-admin, issue-token, export-schema,
-schema check and healthcheck. Settings are read here once and handed on as plain values."""
+"""The `userql` command: serve, migrate, seed, create-admin, issue-token, issue-session,
+export-schema, schema check and healthcheck. Settings are read here once and handed on as
+plain values."""
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,9 +16,9 @@ from cli import health, schema_tools
 from cli.seed import seed
 from db.migrations import MigrationsNotFound, upgrade
 from db.session import make_engine, make_session_factory, wait_for_database
-from services import auth
+from services import auth, sessions
 from services import users as user_service
-from services.errors import ProvisioningError
+from services.errors import AccountDeactivated, ProvisioningError
 from services.unit_of_work import UnitOfWork
 from settings import ConfigError, Settings
 from web.request_log import configure_logging
@@ -56,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
     issue = commands.add_parser("issue-token", help="print an access token for a user")
     issue.add_argument("--email", required=True)
     issue.add_argument("--ttl", type=int, help="lifetime in seconds (default JWT_TTL_SECONDS)")
+    session = commands.add_parser(
+        "issue-session",
+        help="start a session for a user: print its access and refresh tokens as JSON",
+    )
+    session.add_argument("--email", required=True)
+    session.add_argument("--user-agent", default="userql issue-session")
     probe = commands.add_parser(
         "healthcheck", help="exit 0 if /readyz answers 200 at the address gunicorn binds"
     )
@@ -102,6 +110,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "create-admin":
         return _create_admin(args, settings, session_factory)
+    if args.command == "issue-session":
+        return _issue_session(args, settings, session_factory)
     return _issue_token(args, settings, session_factory)
 
 
@@ -157,4 +167,33 @@ def _issue_token(
         f'{{"Authorization": "Bearer {issued.token}"}}\n',
         file=sys.stderr,
     )
+    return 0
+
+
+def _issue_session(
+    args: argparse.Namespace, settings: Settings, session_factory: sessionmaker[Session]
+) -> int:
+    try:
+        started = sessions.start_session_for(
+            UnitOfWork(session_factory),
+            build_token_service(settings),
+            email=args.email,
+            user_agent=sessions.user_agent(args.user_agent),
+            ttl_seconds=settings.session_ttl_seconds,
+        )
+    except AccountDeactivated as error:
+        print(f"userql: {error}", file=sys.stderr)  # noqa: T201
+        return 1
+    if started is None:
+        print(f"userql: no user has the email {args.email}", file=sys.stderr)  # noqa: T201
+        return 1
+    # The names and shape signInWithGoogle answers with, so a script can treat both alike.
+    session = {
+        "accessToken": started.access.token,
+        "expiresAt": started.access.expires_at.isoformat(),
+        "refreshToken": started.refresh_token,
+        "refreshTokenExpiresAt": started.refresh_expires_at.isoformat(),
+        "sessionId": str(started.session_id),
+    }
+    print(json.dumps(session, indent=2))  # noqa: T201
     return 0

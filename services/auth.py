@@ -1,9 +1,11 @@
 """Access tokens and the principal behind a request.
 
 Our tokens are JWTs with the header `typ: at+jwt` (RFC 9068) and these claims: `sub` (the
-user id as a string), `roles` (role names), `iat`, `exp`, `iss`, `aud`, `jti`, optionally
-`nbf`. Verification follows RFC 8725: one pinned algorithm, required claims, issuer and
-audience checked, and no key material ever taken from the token's header.
+user id as a string), `roles` (role names), `iat` (to the microsecond, so that a sign-out
+everywhere refuses exactly the tokens issued before it), `exp`, `iss`, `aud`, `jti`, `sid`
+(the session, as a string, for tokens a session issued), optionally `nbf`. Verification
+follows RFC 8725: one pinned algorithm, required claims, issuer and audience checked, and no
+key material ever taken from the token's header.
 """
 
 import base64
@@ -23,13 +25,20 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from sqlalchemy import select
+from sqlalchemy import Select, and_, bindparam, select
 
 from db import models
 from services.errors import Unauthenticated
 from services.provisioning import Provisioner
 from services.unit_of_work import UnitOfWork
-from services.users import UserRecord, development_user, get_user, normalize_email
+from services.users import (
+    SESSIONS,
+    USER_FIELDS,
+    USERS,
+    UserRecord,
+    development_user,
+    normalize_email,
+)
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 SYMMETRIC_ALGORITHM = "HS256"
@@ -75,6 +84,8 @@ class Principal:
     role: Access
     user: UserRecord | None = None
     """The caller's whole row as read while authenticating, when it was asked for."""
+    session_id: int | None = None
+    """The session the caller's token came from; None for tokens issued without one."""
 
 
 ANONYMOUS = Principal(user_id=None, role=Access.ANONYMOUS)
@@ -91,6 +102,8 @@ class Claims:
     user_id: int
     role: Access
     """The highest role the token names."""
+    issued_at: float
+    session_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,18 +202,27 @@ class TokenService:
             self._public_keys[key_id(public_key)] = public_key
         return private_key, signing_kid
 
-    def issue(self, *, user_id: int, role: Access, ttl_seconds: int | None = None) -> IssuedToken:
-        now = int(self._clock())
-        expires = now + (ttl_seconds or self.ttl_seconds)
-        claims = {
+    def issue(
+        self,
+        *,
+        user_id: int,
+        role: Access,
+        ttl_seconds: int | None = None,
+        session_id: int | None = None,
+    ) -> IssuedToken:
+        now = self._clock()
+        expires = int(now) + (ttl_seconds or self.ttl_seconds)
+        claims: dict[str, Any] = {
             "sub": str(user_id),
             "roles": [implied.name for implied in role.implied()],
-            "iat": now,
+            "iat": round(now, 6),
             "exp": expires,
             "iss": self._issuer,
             "aud": self._audience,
             "jti": uuid.uuid4().hex,
         }
+        if session_id is not None:
+            claims["sid"] = str(session_id)
         headers: dict[str, Any] = {"typ": ACCESS_TOKEN_TYPE}
         if self._signing_kid is not None:
             headers["kid"] = self._signing_kid
@@ -245,7 +267,12 @@ class TokenService:
         issued_at = _numeric_date(payload["iat"])
         not_before = _numeric_date(payload["nbf"]) if "nbf" in payload else issued_at
         return _VerifiedToken(
-            claims=Claims(user_id=_subject(payload), role=_highest_role(payload)),
+            claims=Claims(
+                user_id=_subject(payload),
+                role=_highest_role(payload),
+                issued_at=issued_at,
+                session_id=_session(payload),
+            ),
             valid_from=max(issued_at, not_before),
             expires_at=_numeric_date(payload["exp"]),
         )
@@ -258,6 +285,10 @@ class TokenService:
         if not isinstance(kid, str) or kid not in self._public_keys:
             raise Unauthenticated("The access token is not valid.")
         return self._public_keys[kid]
+
+    def now(self) -> datetime:
+        """This service's clock, which token lifetimes and cut-offs are measured by."""
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """The public verification keys as a JWK Set; empty for a shared secret."""
@@ -281,10 +312,17 @@ def _numeric_date(value: object) -> float:
 
 
 def _subject(payload: dict[str, Any]) -> int:
-    subject = payload["sub"]
-    if not isinstance(subject, str) or not subject.isascii() or not subject.isdigit():
+    return _decimal_id(payload["sub"])
+
+
+def _session(payload: dict[str, Any]) -> int | None:
+    return _decimal_id(payload["sid"]) if "sid" in payload else None
+
+
+def _decimal_id(value: object) -> int:
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
         raise Unauthenticated("The access token is not valid.")
-    return int(subject)
+    return int(value)
 
 
 def _highest_role(payload: dict[str, Any]) -> Access:
@@ -309,7 +347,24 @@ def _unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
-_ROLE_ONLY = frozenset({"role"})
+# What authentication must know of a caller to admit them.
+_STANDING = ("role", "deactivated_at", "tokens_valid_after")
+
+
+@functools.cache
+def _caller(*, with_row: bool, in_session: bool) -> Select[Any]:
+    """The caller's standing (or whole row) and, for a token of a session, that session's in
+    the same statement: one row, one round trip, whatever the token."""
+    names = USER_FIELDS if with_row else ("id", *_STANDING)
+    columns = [USERS.c[name] for name in names]
+    if not in_session:
+        return select(*columns).where(USERS.c.id == bindparam("user_id"))
+    joined = USERS.outerjoin(
+        SESSIONS,
+        and_(SESSIONS.c.id == bindparam("session_id"), SESSIONS.c.user_id == USERS.c.id),
+    )
+    session = [SESSIONS.c.id.label("session_id"), SESSIONS.c.revoked_at.label("session_revoked")]
+    return select(*columns, *session).select_from(joined).where(USERS.c.id == bindparam("user_id"))
 
 
 def authenticate(
@@ -318,19 +373,34 @@ def authenticate(
     """The principal for a bearer token: anonymous without one, else its user, looked up now.
 
     The role is the lower of the token's and the user's current one, so a token can narrow
-    rights but never widen them, and a demotion or deletion takes effect on the next request.
-    The lookup reads the caller's role, or their whole row `with_row`: a request that shows
-    its caller's fields gets them from this one lookup, and any other pays for no column it
-    does not read. Raises Unauthenticated.
+    rights but never widen them. Deletion, deactivation, a sign-out everywhere (the user's
+    `tokens_valid_after`) and the end of the token's session take effect on the next request.
+    The lookup reads what decides that, or the caller's whole row `with_row`: a request that
+    shows its caller's fields gets them from this one lookup. Raises Unauthenticated.
     """
     if token is None:
         return ANONYMOUS
     claims = tokens.verify(token)
-    user = get_user(uow, user_id=claims.user_id, fields=None if with_row else _ROLE_ONLY)
+    query = _caller(with_row=with_row, in_session=claims.session_id is not None)
+    parameters = {"user_id": claims.user_id, "session_id": claims.session_id}
+    with uow:
+        user: Any = uow.connection().execute(query, parameters).first()
     if user is None:
         raise Unauthenticated("The access token's user no longer exists.")
+    if user.deactivated_at is not None:
+        raise Unauthenticated("The account is deactivated.")
+    cut_off = user.tokens_valid_after
+    if cut_off is not None and claims.issued_at < cut_off.timestamp():
+        raise Unauthenticated("The access token was revoked; sign in again.")
+    if claims.session_id is not None and (user.session_id is None or user.session_revoked):
+        raise Unauthenticated("The session has ended; sign in again.")
     role = min(claims.role, Access.of(user.role))
-    return Principal(user_id=claims.user_id, role=role, user=user if with_row else None)
+    return Principal(
+        user_id=claims.user_id,
+        role=role,
+        user=user if with_row else None,
+        session_id=claims.session_id,
+    )
 
 
 def issue_token_for(

@@ -72,3 +72,54 @@ class GoogleUnavailable(ServiceError):
     """Google's signing certificates could not be fetched; nothing is wrong with the token."""
 
     code = "GOOGLE_UNAVAILABLE"
+
+
+class UserNotFound(ServiceError):
+    code = "USER_NOT_FOUND"
+
+    def __init__(self, user_id: int | str) -> None:
+        super().__init__(f"There is no user with id {user_id}.")
+        self.user_id = user_id
+
+
+class LastActiveAdmin(ServiceError):
+    """The change would leave no active admin to run the service."""
+
+    code = "LAST_ACTIVE_ADMIN"
+
+    def __init__(self) -> None:
+        super().__init__("This is the last active admin: make another user an admin first.")
+
+
+class CannotTargetSelf(ServiceError):
+    """An admin may not shut themselves out; another admin must."""
+
+    code = "CANNOT_TARGET_SELF"
+
+    def __init__(self, action: str) -> None:
+        super().__init__(f"You cannot {action} your own account; ask another admin.")
+
+
+class AccountDeactivated(ServiceError):
+    code = "ACCOUNT_DEACTIVATED"
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"The account {email} is deactivated.")
+        self.email = email
+
+
+class InvalidRefreshToken(ServiceError):
+    """Unknown, expired or revoked: the client must sign in again."""
+
+    code = "INVALID_REFRESH_TOKEN"
+
+
+class RefreshTokenReused(ServiceError):
+    """A refresh token was presented after it had been exchanged: someone holds a copy."""
+
+    code = "REFRESH_TOKEN_REUSED"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This refresh token was already used; the session is revoked. Sign in again."
+        )

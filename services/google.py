@@ -15,8 +15,9 @@ from google.oauth2 import id_token as google_id_token
 from sqlalchemy import select
 
 from db import models
-from services.auth import Access, IssuedToken, TokenService
+from services.auth import TokenService
 from services.errors import (
+    AccountDeactivated,
     EmailNotVerified,
     EmailTaken,
     GoogleUnavailable,
@@ -24,6 +25,7 @@ from services.errors import (
     NotRegistered,
 )
 from services.provisioning import Provisioner
+from services.sessions import SessionTokens, start_session
 from services.text import storable
 from services.unit_of_work import UnitOfWork
 from services.users import create_user, normalize_email
@@ -170,12 +172,6 @@ def _display_name(name: object, email: str) -> str:
     return (text or email.split("@", 1)[0])[: models.NAME_MAX_LENGTH]
 
 
-@dataclass(frozen=True, slots=True)
-class SignedIn:
-    user: models.User
-    token: IssuedToken
-
-
 def sign_in_with_google(
     uow: UnitOfWork,
     provisioner: Provisioner,
@@ -184,12 +180,14 @@ def sign_in_with_google(
     *,
     id_token: str,
     signup_enabled: bool,
-) -> SignedIn:
-    """Exchange a Google ID token for our access token, registering the person if new.
+    user_agent: str | None,
+    session_ttl_seconds: int,
+) -> SessionTokens:
+    """Exchange a Google ID token for a new session, registering the person if new.
 
     Registration is `create_user`, with its provisioning and its transaction. Raises
-    InvalidGoogleToken, EmailNotVerified, NotRegistered, GoogleUnavailable and
-    ProvisioningError.
+    InvalidGoogleToken, EmailNotVerified, NotRegistered, AccountDeactivated,
+    GoogleUnavailable and ProvisioningError.
     """
     identity = verifier.verify(id_token)
     user = _find(uow, identity.email)
@@ -203,7 +201,11 @@ def sign_in_with_google(
             user = _find(uow, identity.email)
             if user is None:
                 raise
-    return SignedIn(user=user, token=tokens.issue(user_id=user.id, role=Access.of(user.role)))
+    if user.deactivated_at is not None:
+        raise AccountDeactivated(user.email)
+    return start_session(
+        uow, tokens, user=user, user_agent=user_agent, ttl_seconds=session_ttl_seconds
+    )
 
 
 def _find(uow: UnitOfWork, email: str) -> models.User | None:

@@ -21,23 +21,37 @@ class NewUser:
     created_at: datetime
 
 
-class Provisioner(Protocol):
-    """The external system that must accept a user before the user exists here.
+@dataclass(frozen=True, slots=True)
+class RemovedUser:
+    id: int
+    email: str
+    deleted_at: datetime
 
-    Called inside the creating transaction, before its commit: raising `ProvisioningError`
-    rolls the user back.
+
+class Provisioner(Protocol):
+    """The external system that must accept a user before the user exists here, and agree
+    to their removal before they are gone.
+
+    Called inside the creating or deleting transaction, before its commit: raising
+    `ProvisioningError` rolls the change back.
     """
 
     def provision(self, user: NewUser) -> None: ...
+
+    def deprovision(self, user: RemovedUser) -> None: ...
 
 
 class NoopProvisioner:
     def provision(self, user: NewUser) -> None:
         return None
 
+    def deprovision(self, user: RemovedUser) -> None:
+        return None
+
 
 class WebhookProvisioner:
-    """POSTs the new user as JSON; any answer but 2xx, or no answer in time, is a refusal."""
+    """POSTs each event as JSON (`event`: user.created or user.deleted); any answer but 2xx,
+    or no answer in time, is a refusal."""
 
     def __init__(self, url: str, *, timeout_seconds: float) -> None:
         if not url.startswith(("http://", "https://")):
@@ -46,15 +60,31 @@ class WebhookProvisioner:
         self._timeout_seconds = timeout_seconds
 
     def provision(self, user: NewUser) -> None:
-        body = json.dumps(
+        self._post(
+            user.id,
             {
+                "event": "user.created",
                 "id": str(user.id),
                 "name": user.name,
                 "email": user.email,
                 "role": user.role,
                 "createdAt": user.created_at.isoformat(),
-            }
-        ).encode()
+            },
+        )
+
+    def deprovision(self, user: RemovedUser) -> None:
+        self._post(
+            user.id,
+            {
+                "event": "user.deleted",
+                "id": str(user.id),
+                "email": user.email,
+                "deletedAt": user.deleted_at.isoformat(),
+            },
+        )
+
+    def _post(self, user_id: int, event: dict[str, str]) -> None:
+        body = json.dumps(event).encode()
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
             self._url,
             data=body,
@@ -66,13 +96,13 @@ class WebhookProvisioner:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 response.read()
         except urllib.error.HTTPError as error:
-            logger.warning("provisioning webhook refused user %s: HTTP %s", user.id, error.code)
+            logger.warning("provisioning webhook refused user %s: HTTP %s", user_id, error.code)
             raise ProvisioningError(
                 f"The provisioning service refused the user (HTTP {error.code})."
             ) from error
         except TimeoutError as error:
-            logger.warning("provisioning webhook timed out for user %s", user.id)
+            logger.warning("provisioning webhook timed out for user %s", user_id)
             raise ProvisioningError("The provisioning service did not answer in time.") from error
         except (urllib.error.URLError, OSError) as error:
-            logger.warning("provisioning webhook unreachable for user %s: %s", user.id, error)
+            logger.warning("provisioning webhook unreachable for user %s: %s", user_id, error)
             raise ProvisioningError("The provisioning service could not be reached.") from error

@@ -1,15 +1,22 @@
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Column, Select, Table, bindparam, func, select
+from sqlalchemy import Column, CursorResult, Select, Table, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db import models
-from services.errors import EmailTaken
-from services.provisioning import NewUser, Provisioner
+from db.base import utc_now
+from services.errors import (
+    CannotTargetSelf,
+    DatabaseUnavailable,
+    EmailTaken,
+    LastActiveAdmin,
+    UserNotFound,
+)
+from services.provisioning import NewUser, Provisioner, RemovedUser
 from services.unit_of_work import UnitOfWork
 
 MAX_PAGE_SIZE = 100
@@ -34,10 +41,24 @@ class UserRecord(Protocol):
     def created_at(self) -> datetime: ...
     @property
     def updated_at(self) -> datetime: ...
+    @property
+    def deactivated_at(self) -> datetime | None: ...
+    @property
+    def tokens_valid_after(self) -> datetime | None: ...
 
 
 USERS = cast(Table, models.User.__table__)
-USER_FIELDS = ("id", "name", "email", "role", "created_at", "updated_at")
+SESSIONS = cast(Table, models.Session.__table__)
+USER_FIELDS = (
+    "id",
+    "name",
+    "email",
+    "role",
+    "created_at",
+    "updated_at",
+    "deactivated_at",
+    "tokens_valid_after",
+)
 """The attributes of a UserRecord, in column order."""
 
 
@@ -54,13 +75,17 @@ def _columns(fields: frozenset[str] | None) -> list[Column[Any]]:
 
 
 @functools.cache
-def _user_by_id(fields: frozenset[str] | None) -> Select[Any]:
-    return select(*_columns(fields)).where(USERS.c.id == bindparam("user_id"))
+def _user_by_id(fields: frozenset[str] | None, *, active_only: bool = False) -> Select[Any]:
+    query = select(*_columns(fields)).where(USERS.c.id == bindparam("user_id"))
+    return query.where(USERS.c.deactivated_at.is_(None)) if active_only else query
 
 
 @functools.cache
-def _page(fields: frozenset[str] | None, *, after: bool) -> Select[Any]:
+def _page(fields: frozenset[str] | None, *, after: bool, active: bool | None) -> Select[Any]:
     query = select(*_columns(fields)).order_by(USERS.c.id).limit(bindparam("limit"))
+    if active is not None:
+        deactivated = USERS.c.deactivated_at
+        query = query.where(deactivated.is_(None) if active else deactivated.is_not(None))
     return query.where(USERS.c.id > bindparam("after_id")) if after else query
 
 
@@ -77,6 +102,15 @@ class UserPage:
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """What an update sets; None leaves an attribute as it is."""
+
+    name: str | None = None
+    email: str | None = None
+    role: models.Role | None = None
 
 
 def create_user(
@@ -153,10 +187,15 @@ def development_user(
 
 
 def get_user(
-    uow: UnitOfWork, *, user_id: int, fields: Collection[str] | None = None
+    uow: UnitOfWork,
+    *,
+    user_id: int,
+    fields: Collection[str] | None = None,
+    active_only: bool = False,
 ) -> UserRecord | None:
-    """The user with this id, or None; with `fields`, only those attributes (see UserRecord)."""
-    query = _user_by_id(_known(fields))
+    """The user with this id, or None (also when deactivated, with `active_only`); with
+    `fields`, only those attributes (see UserRecord)."""
+    query = _user_by_id(_known(fields), active_only=active_only)
     with uow:
         row = uow.connection().execute(query, {"user_id": user_id}).first()
         return cast(UserRecord | None, row)
@@ -169,16 +208,18 @@ def list_users(
     after_id: int | None = None,
     with_total: bool = False,
     fields: Collection[str] | None = None,
+    active: bool | None = None,
 ) -> UserPage:
     """Users ordered by id, `first` of them after `after_id`; two statements at most. With
-    `fields`, only those attributes (see UserRecord).
+    `fields`, only those attributes (see UserRecord); with `active`, only the active users
+    (True) or the deactivated ones (False). The total counts every user.
 
     Keyset pagination: the page costs the same however deep it is. Raises ValueError when
     `first` is outside 1..MAX_PAGE_SIZE.
     """
     if not 1 <= first <= MAX_PAGE_SIZE:
         raise ValueError(f"first must be between 1 and {MAX_PAGE_SIZE}")
-    query = _page(_known(fields), after=after_id is not None)
+    query = _page(_known(fields), after=after_id is not None, active=active)
     # One row past the page tells whether another page exists, without a second query.
     parameters = {"limit": first + 1, "after_id": after_id}
     with uow:
@@ -195,3 +236,150 @@ def count_users(uow: UnitOfWork) -> int:
 
 def _count(uow: UnitOfWork) -> int:
     return uow.connection().scalar(select(func.count()).select_from(USERS)) or 0
+
+
+# Every change that can lower the number of active admins locks the active admins' rows first,
+# then its target: one order, so two admins acting on each other at once wait for one another
+# instead of deadlocking, and the second sees what the first did.
+
+
+# InnoDB's deadlock: it rolled the whole transaction back, which may simply run again.
+_DEADLOCK = 1213
+_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+def _retrying_deadlocks(operation: Callable[[], T]) -> T:
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return operation()
+        except DatabaseUnavailable as error:
+            orig = getattr(error.__cause__, "orig", None)
+            code = orig.args[0] if orig is not None and orig.args else None
+            if code != _DEADLOCK or attempt == _ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _active_admins(uow: UnitOfWork) -> list[int]:
+    query = (
+        select(models.User.id)
+        .where(models.User.role == models.Role.ADMIN, models.User.deactivated_at.is_(None))
+        .with_for_update()
+    )
+    return list(uow.session.scalars(query))
+
+
+def _target(uow: UnitOfWork, user_id: int) -> models.User:
+    user = uow.session.get(models.User, user_id, with_for_update=True)
+    if user is None:
+        raise UserNotFound(user_id)
+    return user
+
+
+def _keep_an_admin(admins: list[int], user: models.User) -> None:
+    if user.id in admins and len(admins) <= 1:
+        raise LastActiveAdmin()
+
+
+def revoke_sessions(uow: UnitOfWork, user_id: int, now: datetime) -> int:
+    """Revokes the user's open sessions, in the caller's transaction; how many there were."""
+    revoked: CursorResult[Any] = uow.session.execute(  # type: ignore[assignment]
+        update(SESSIONS)
+        .where(SESSIONS.c.user_id == user_id, SESSIONS.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(revoked.rowcount)
+
+
+def end_sessions(uow: UnitOfWork, user_id: int, now: datetime) -> int:
+    """Revokes the user's sessions and refuses every access token issued before `now`, in the
+    caller's transaction; how many sessions were still open."""
+    # The cut-off is no change of the user's own: updatedAt stays.
+    uow.session.execute(
+        update(USERS)
+        .where(USERS.c.id == user_id)
+        .values(tokens_valid_after=now, updated_at=USERS.c.updated_at)
+    )
+    return revoke_sessions(uow, user_id, now)
+
+
+def update_user(uow: UnitOfWork, *, user_id: int, changes: UserChanges) -> models.User:
+    """Applies the changes; an attribute set to its current value is no change, and an update
+    that changes nothing writes nothing. A demotion ends the user's sessions.
+
+    Raises UserNotFound, EmailTaken (also when a concurrent request wins the race) and
+    LastActiveAdmin.
+    """
+    return _retrying_deadlocks(lambda: _update_user(uow, user_id, changes))
+
+
+def _update_user(uow: UnitOfWork, user_id: int, changes: UserChanges) -> models.User:
+    with uow:
+        admins = _active_admins(uow) if changes.role is models.Role.USER else []
+        user = _target(uow, user_id)
+        if changes.name is not None:
+            user.name = changes.name.strip()
+        email = user.email if changes.email is None else normalize_email(changes.email)
+        user.email = email
+        if changes.role is not None and changes.role is not user.role:
+            if changes.role is models.Role.USER:
+                _keep_an_admin(admins, user)
+            user.role = changes.role
+            if changes.role is models.Role.USER:
+                user.tokens_valid_after = utc_now()
+                revoke_sessions(uow, user.id, user.tokens_valid_after)
+        try:
+            uow.session.flush()
+        except IntegrityError as error:
+            raise EmailTaken(email) from error
+        uow.commit()
+        return user
+
+
+def set_active(uow: UnitOfWork, *, actor_id: int, user_id: int, active: bool) -> models.User:
+    """Deactivates (ending every session) or reactivates the user; doing it twice changes
+    nothing more. Raises UserNotFound, CannotTargetSelf and LastActiveAdmin."""
+    return _retrying_deadlocks(lambda: _set_active(uow, actor_id, user_id, active))
+
+
+def _set_active(uow: UnitOfWork, actor_id: int, user_id: int, active: bool) -> models.User:
+    with uow:
+        admins = [] if active else _active_admins(uow)
+        user = _target(uow, user_id)
+        if user.id == actor_id:
+            raise CannotTargetSelf("reactivate" if active else "deactivate")
+        if active and user.deactivated_at is not None:
+            user.deactivated_at = None
+        elif not active and user.deactivated_at is None:
+            _keep_an_admin(admins, user)
+            user.deactivated_at = user.tokens_valid_after = utc_now()
+            revoke_sessions(uow, user.id, user.deactivated_at)
+        uow.commit()
+        return user
+
+
+def delete_user(
+    uow: UnitOfWork, provisioner: Provisioner, *, actor_id: int, user_id: int
+) -> RemovedUser:
+    """Deletes the user and their sessions, and deprovisions them, in one transaction: a
+    refusal by the provisioning service leaves the user as they were. Raises UserNotFound,
+    CannotTargetSelf, LastActiveAdmin and ProvisioningError."""
+    return _retrying_deadlocks(lambda: _delete_user(uow, provisioner, actor_id, user_id))
+
+
+def _delete_user(
+    uow: UnitOfWork, provisioner: Provisioner, actor_id: int, user_id: int
+) -> RemovedUser:
+    with uow:
+        admins = _active_admins(uow)
+        user = _target(uow, user_id)
+        if user.id == actor_id:
+            raise CannotTargetSelf("delete")
+        _keep_an_admin(admins, user)
+        removed = RemovedUser(id=user.id, email=user.email, deleted_at=utc_now())
+        uow.session.delete(user)
+        uow.session.flush()
+        provisioner.deprovision(removed)
+        uow.commit()
+        return removed

@@ -26,6 +26,7 @@ class Collaborators:
     tokens: auth.TokenService
     google: IdTokenVerifier
     google_signup_enabled: bool
+    session_ttl_seconds: int
     limits: QueryLimits
     exposure: ExposurePolicy
     rate_limiter: RateLimiter

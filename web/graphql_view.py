@@ -23,6 +23,7 @@ from schema.operation_log import RequestLog
 from schema.root import UserqlSchema
 from services import auth
 from services.errors import DatabaseUnavailable, Unauthenticated
+from services.sessions import user_agent
 from services.unit_of_work import RequestConnection
 from web.collaborators import Collaborators
 from web.errors import CODE_BY_STATUS, RETRY_AFTER_SECONDS, json_error
@@ -117,6 +118,8 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             tokens=collaborators.tokens,
             google=collaborators.google,
             google_signup_enabled=collaborators.google_signup_enabled,
+            session_ttl_seconds=collaborators.session_ttl_seconds,
+            user_agent=user_agent(request.headers.get("User-Agent")),
             log=log,
             limits=collaborators.limits,
             exposure=collaborators.exposure,

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 EXTENSION = "userql.health"
 LIVE = {"status": "ok"}
 # The claims our access tokens carry (services/auth.py), for verifiers that map them.
-TOKEN_CLAIMS = ("sub", "roles", "iat", "exp", "iss", "aud", "jti")
+TOKEN_CLAIMS = ("sub", "roles", "iat", "exp", "iss", "aud", "jti", "sid")
 
 
 def readiness_body(readiness: Readiness, revision: str) -> tuple[int, dict[str, Any]]:
