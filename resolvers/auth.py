@@ -4,10 +4,19 @@ import strawberry
 
 from resolvers.selection import selected_names
 from schema.context import Context
-from schema.types.auth import SignInResult, SignInSuccess
+from schema.types.auth import (
+    RefreshSessionResult,
+    RefreshSessionSuccess,
+    RevokeSessionsResult,
+    SessionsRevoked,
+    SignInResult,
+    SignInSuccess,
+)
 from schema.types.users import User, as_user, user_attributes
 from services import google
+from services import sessions as session_service
 from services import users as user_service
+from services.errors import UserNotFound
 
 Info = strawberry.Info[Context, None]
 
@@ -46,11 +55,66 @@ def sign_in_with_google(info: Info, id_token: str) -> SignInResult:
         context.tokens,
         id_token=id_token,
         signup_enabled=context.google_signup_enabled,
+        user_agent=context.user_agent,
+        session_ttl_seconds=context.session_ttl_seconds,
     )
     # The caller holds this user's new token: the user's own fields are theirs to read.
     context.signed_in.add(signed_in.user.id)
     return SignInSuccess(
-        access_token=signed_in.token.token,
-        expires_at=signed_in.token.expires_at,
+        access_token=signed_in.access.token,
+        expires_at=signed_in.access.expires_at,
         user=as_user(signed_in.user),
+        refresh_token=signed_in.refresh_token,
+        refresh_token_expires_at=signed_in.refresh_expires_at,
     )
+
+
+def refresh_session(info: Info, refresh_token: str) -> RefreshSessionResult:
+    context = info.context
+    refreshed = session_service.refresh_session(
+        context.uow(), context.tokens, refresh_token=refresh_token
+    )
+    context.signed_in.add(refreshed.user.id)
+    return RefreshSessionSuccess(
+        access_token=refreshed.access.token,
+        expires_at=refreshed.access.expires_at,
+        refresh_token=refreshed.refresh_token,
+        refresh_token_expires_at=refreshed.refresh_expires_at,
+        user=as_user(refreshed.user),
+    )
+
+
+def _caller(info: Info) -> int:
+    caller = info.context.principal.user_id
+    if caller is None:  # the rule admits signed-in callers only
+        raise RuntimeError("a signed-in mutation ran without a caller")
+    return caller
+
+
+def sign_out(info: Info) -> SessionsRevoked:
+    context = info.context
+    ended = session_service.sign_out(
+        context.uow(),
+        user_id=_caller(info),
+        session_id=context.principal.session_id,
+        now=context.tokens.now(),
+    )
+    return SessionsRevoked(count=ended)
+
+
+def sign_out_everywhere(info: Info) -> SessionsRevoked:
+    context = info.context
+    ended = session_service.sign_out_everywhere(
+        context.uow(), user_id=_caller(info), now=context.tokens.now()
+    )
+    return SessionsRevoked(count=ended)
+
+
+def revoke_sessions(info: Info, user_id: strawberry.ID) -> RevokeSessionsResult:
+    context = info.context
+    if not user_id.isascii() or not user_id.isdigit() or len(user_id) > 18:
+        raise UserNotFound(str(user_id))
+    ended = session_service.sign_out_everywhere(
+        context.uow(), user_id=int(user_id), now=context.tokens.now()
+    )
+    return SessionsRevoked(count=ended)

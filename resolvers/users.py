@@ -1,4 +1,5 @@
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import strawberry
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
@@ -12,12 +13,23 @@ from schema.types.users import (
     CreateUserInput,
     CreateUserResult,
     CreateUserSuccess,
+    DeactivateUserResult,
+    DeactivateUserSuccess,
+    DeleteUserResult,
+    DeleteUserSuccess,
+    ReactivateUserResult,
+    ReactivateUserSuccess,
+    UpdateUserInput,
+    UpdateUserResult,
+    UpdateUserSuccess,
     User,
     UserConnection,
     as_user,
     user_attributes,
 )
 from services import users as user_service
+from services.auth import Access
+from services.errors import UserNotFound
 from services.text import is_storable
 
 Info = strawberry.Info[Context, None]
@@ -59,26 +71,20 @@ def _storable(value: str) -> None:
         raise ValidationError(errors.UNSUPPORTED_CHARACTER.message)
 
 
-class CreateUserArgs(Schema):
-    name = fields.String(
-        required=True,
-        error_messages=_REQUIRED_MESSAGES,
-        validate=[
-            _storable,
-            validate.Length(min=1, error=errors.BLANK.message),
-            validate.Length(max=models.NAME_MAX_LENGTH, error=errors.NAME_TOO_LONG.message),
-        ],
-    )
-    email = fields.String(
-        required=True,
-        error_messages=_REQUIRED_MESSAGES,
-        validate=[
-            _storable,
-            validate.Length(max=models.EMAIL_MAX_LENGTH, error=errors.EMAIL_TOO_LONG.message),
-            validate.Email(error=errors.INVALID_EMAIL.message),
-        ],
-    )
+_NAME_RULES: list[Callable[[Any], Any]] = [
+    _storable,
+    validate.Length(min=1, error=errors.BLANK.message),
+    validate.Length(max=models.NAME_MAX_LENGTH, error=errors.NAME_TOO_LONG.message),
+]
+_EMAIL_RULES: list[Callable[[Any], Any]] = [
+    _storable,
+    validate.Length(max=models.EMAIL_MAX_LENGTH, error=errors.EMAIL_TOO_LONG.message),
+    validate.Email(error=errors.INVALID_EMAIL.message),
+]
+_NOT_NULL_MESSAGES: dict[str, str | list[Any] | dict[Any, Any]] = {"null": errors.NOT_NULL.message}
 
+
+class _Trimmed(Schema):
     @pre_load
     def _trim(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         return {
@@ -86,12 +92,41 @@ class CreateUserArgs(Schema):
         }
 
 
+class CreateUserArgs(_Trimmed):
+    name = fields.String(required=True, error_messages=_REQUIRED_MESSAGES, validate=_NAME_RULES)
+    email = fields.String(required=True, error_messages=_REQUIRED_MESSAGES, validate=_EMAIL_RULES)
+
+
+class UpdateUserArgs(_Trimmed):
+    """Partial: a field left out is no change; one sent as null is an error."""
+
+    name = fields.String(error_messages=_NOT_NULL_MESSAGES, validate=_NAME_RULES)
+    email = fields.String(error_messages=_NOT_NULL_MESSAGES, validate=_EMAIL_RULES)
+    role = fields.Enum(models.Role, by_value=True, error_messages=_NOT_NULL_MESSAGES)
+
+
 # Built once: a marshmallow schema is reusable for load(), and building one costs more than
 # the validation it does.
-USERS_ARGS, USER_ARGS, CREATE_USER_ARGS = UsersArgs(), UserArgs(), CreateUserArgs()
+USERS_ARGS, USER_ARGS = UsersArgs(), UserArgs()
+CREATE_USER_ARGS, UPDATE_USER_ARGS = CreateUserArgs(), UpdateUserArgs()
 
 
-def users(info: Info, first: int | None = 20, after: str | None = None) -> UserConnection:
+def _sees_deactivated(info: Info) -> bool:
+    return info.context.principal.role >= Access.ADMIN
+
+
+def users(
+    info: Info,
+    first: int | None = 20,
+    after: str | None = None,
+    active: Annotated[
+        bool | None,
+        strawberry.argument(
+            description="Only active users (true) or deactivated ones (false); ADMIN only. "
+            "Without it, an ADMIN sees every user and anyone else the active ones."
+        ),
+    ] = None,
+) -> UserConnection:
     given = {
         key: value for key, value in {"first": first, "after": after}.items() if value is not None
     }
@@ -102,6 +137,7 @@ def users(info: Info, first: int | None = 20, after: str | None = None) -> UserC
         after_id=args["after"],
         with_total="totalCount" in selected_names(info),
         fields=user_attributes(selected_names(info, "edges", "node")),
+        active=active if _sees_deactivated(info) else True,
     )
     return UserConnection.from_page(page)
 
@@ -112,8 +148,18 @@ def user(info: Info, id: strawberry.ID) -> User | None:
         info.context.reading(),
         user_id=args["id"],
         fields=user_attributes(selected_names(info)),
+        active_only=not _sees_deactivated(info),
     )
     return None if found is None else as_user(found)
+
+
+def _target_id(id: strawberry.ID) -> int:
+    """The user a mutation names; a malformed id names nobody (the rule has already checked
+    that the caller may name other users)."""
+    try:
+        return int(USER_ARGS.load({"id": id})["id"])
+    except ValidationError as error:
+        raise UserNotFound(str(id)) from error
 
 
 def create_user(info: Info, input: CreateUserInput) -> CreateUserResult:
@@ -126,3 +172,49 @@ def create_user(info: Info, input: CreateUserInput) -> CreateUserResult:
         role=input.role,
     )
     return CreateUserSuccess(user=as_user(created))
+
+
+def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> UpdateUserResult:
+    given = {
+        name: value
+        for name in ("name", "email", "role")
+        if (value := getattr(input, name)) is not strawberry.UNSET
+    }
+    args = UPDATE_USER_ARGS.load(given)
+    updated = user_service.update_user(
+        info.context.uow(),
+        user_id=_target_id(id),
+        changes=user_service.UserChanges(**args),
+    )
+    return UpdateUserSuccess(user=as_user(updated))
+
+
+def _actor(info: Info) -> int:
+    actor = info.context.principal.user_id
+    if actor is None:  # the rule admits signed-in callers only
+        raise RuntimeError("an ADMIN mutation ran without a caller")
+    return actor
+
+
+def deactivate_user(info: Info, id: strawberry.ID) -> DeactivateUserResult:
+    changed = user_service.set_active(
+        info.context.uow(), actor_id=_actor(info), user_id=_target_id(id), active=False
+    )
+    return DeactivateUserSuccess(user=as_user(changed))
+
+
+def reactivate_user(info: Info, id: strawberry.ID) -> ReactivateUserResult:
+    changed = user_service.set_active(
+        info.context.uow(), actor_id=_actor(info), user_id=_target_id(id), active=True
+    )
+    return ReactivateUserSuccess(user=as_user(changed))
+
+
+def delete_user(info: Info, id: strawberry.ID) -> DeleteUserResult:
+    removed = user_service.delete_user(
+        info.context.uow(),
+        info.context.provisioner,
+        actor_id=_actor(info),
+        user_id=_target_id(id),
+    )
+    return DeleteUserSuccess(id=strawberry.ID(str(removed.id)))

@@ -20,6 +20,9 @@ class Context:
     tokens: TokenService
     google: IdTokenVerifier
     google_signup_enabled: bool
+    session_ttl_seconds: int
+    user_agent: str | None
+    """The caller's User-Agent as a session keeps it (see services.sessions.user_agent)."""
     log: RequestLog
     limits: QueryLimits
     exposure: ExposurePolicy

@@ -39,6 +39,7 @@ class InputRule(NamedTuple):
 
 # Every message the input validators may produce, with the stable code clients branch on.
 REQUIRED = InputRule("REQUIRED", "This field is required.")
+NOT_NULL = InputRule("NOT_NULL", "Must not be null; leave the field out to keep it.")
 BLANK = InputRule("BLANK", "Must not be blank.")
 NAME_TOO_LONG = InputRule("TOO_LONG", "Must be at most 80 characters.")
 EMAIL_TOO_LONG = InputRule("TOO_LONG", "Must be at most 254 characters.")
@@ -54,6 +55,7 @@ _CODE_BY_MESSAGE = {
     rule.message: rule.code
     for rule in (
         REQUIRED,
+        NOT_NULL,
         BLANK,
         NAME_TOO_LONG,
         EMAIL_TOO_LONG,
@@ -120,6 +122,36 @@ EXCEPTION_HANDLERS = (
         service_errors.ProvisioningError,
         users.ProvisioningFailed,
         lambda e: users.ProvisioningFailed(message=str(e)),
+    ),
+    MapToType(
+        service_errors.UserNotFound,
+        users.UserNotFound,
+        lambda e: users.UserNotFound(id=strawberry.ID(str(e.user_id)), message=str(e)),
+    ),
+    MapToType(
+        service_errors.LastActiveAdmin,
+        users.LastActiveAdmin,
+        lambda e: users.LastActiveAdmin(message=str(e)),
+    ),
+    MapToType(
+        service_errors.CannotTargetSelf,
+        users.CannotTargetSelf,
+        lambda e: users.CannotTargetSelf(message=str(e)),
+    ),
+    MapToType(
+        service_errors.AccountDeactivated,
+        auth.AccountDeactivated,
+        lambda e: auth.AccountDeactivated(email=e.email, message=str(e)),
+    ),
+    MapToType(
+        service_errors.InvalidRefreshToken,
+        auth.InvalidRefreshToken,
+        lambda e: auth.InvalidRefreshToken(message=str(e)),
+    ),
+    MapToType(
+        service_errors.RefreshTokenReused,
+        auth.RefreshTokenReused,
+        lambda e: auth.RefreshTokenReused(message=str(e)),
     ),
     MapToType(
         service_errors.InvalidGoogleToken,

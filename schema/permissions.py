@@ -2,7 +2,9 @@
 
 Every field of Query and Mutation must have a rule, or the schema does not build. Fields of
 other types are readable by whoever can reach their object, unless a rule here says more.
-Rate limits count each call of a field, so aliases and batches cannot multiply attempts.
+An argument (`Query.users(active:)`) or a field of an input (`UpdateUserInput.role`) may have
+a rule too: giving it a value needs that role. Rate limits count each call of a field, so
+aliases and batches cannot multiply attempts.
 """
 
 import re
@@ -10,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import strawberry
-from graphql import GraphQLObjectType, GraphQLSchema
+from graphql import GraphQLInputObjectType, GraphQLObjectType, GraphQLSchema
 from strawberry.extensions import FieldExtension
 from strawberry.extensions.field_extension import SyncExtensionResolver
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.name_converter import NameConverter
 from strawberry.schema_directive import Location
 from strawberry.types.base import get_object_definition
+from strawberry.types.field import StrawberryField
 
 from schema.context import Context
 from schema.types.users import User
@@ -32,7 +35,8 @@ class Rule:
     role: Access
     """The lowest role that may use the field; higher roles may too."""
     or_self: bool = False
-    """Also the user the field is read on, when that user is the caller (User fields only)."""
+    """Also the caller themselves: on a User field, the user it is read on; on a root field,
+    the user its `id` argument names."""
 
     def allows(self, role: Access) -> bool:
         return role >= self.role
@@ -49,10 +53,23 @@ class Rule:
 RULES: dict[str, Rule] = {
     "Query.me": Rule(Access.ANONYMOUS),
     "Query.users": Rule(Access.USER),
+    "Query.users(active:)": Rule(Access.ADMIN),
     "Query.user": Rule(Access.USER),
     "Mutation.createUser": Rule(Access.ADMIN),
     "Mutation.signInWithGoogle": Rule(Access.ANONYMOUS),
+    "Mutation.updateUser": Rule(Access.ADMIN, or_self=True),
+    "UpdateUserInput.email": Rule(Access.ADMIN),
+    "UpdateUserInput.role": Rule(Access.ADMIN),
+    "Mutation.deactivateUser": Rule(Access.ADMIN),
+    "Mutation.reactivateUser": Rule(Access.ADMIN),
+    "Mutation.deleteUser": Rule(Access.ADMIN),
+    "Mutation.refreshSession": Rule(Access.ANONYMOUS),
+    "Mutation.signOut": Rule(Access.USER),
+    "Mutation.signOutEverywhere": Rule(Access.USER),
+    "Mutation.revokeSessions": Rule(Access.ADMIN),
     "User.email": Rule(Access.ADMIN, or_self=True),
+    "User.deactivatedAt": Rule(Access.ADMIN),
+    "User.sessions": Rule(Access.ADMIN, or_self=True),
 }
 
 
@@ -60,6 +77,7 @@ RULES: dict[str, Rule] = {
 RATE_LIMITS: dict[str, str] = {
     "Mutation.createUser": "create_user",
     "Mutation.signInWithGoogle": "sign_in",
+    "Mutation.refreshSession": "sign_in",
 }
 
 
@@ -70,33 +88,65 @@ AccessRole = strawberry.enum(
 
 
 @strawberry.schema_directive(
-    locations=[Location.FIELD_DEFINITION],
+    locations=[
+        Location.FIELD_DEFINITION,
+        Location.ARGUMENT_DEFINITION,
+        Location.INPUT_FIELD_DEFINITION,
+    ],
     name="requiresRole",
     description="The field needs this role or a higher one; with orSelf, the user it is read "
-    "on may read it too.",
+    "on (or, on a mutation, the user it names) may use it too. On an argument or an input "
+    "field: giving it a value needs this role.",
 )
 class RequiresRole:
     role: AccessRole  # type: ignore[valid-type]
     or_self: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ValueRule:
+    """A rule on an argument, or on a field of an input argument, of a root field."""
+
+    coordinate: str
+    argument: str
+    """The resolver's parameter."""
+    input_field: str | None
+    """The input's attribute, for a field of an input."""
+    rule: Rule
+
+    def given(self, arguments: dict[str, Any]) -> bool:
+        value = arguments.get(self.argument)
+        if self.input_field is not None and value is not None:
+            value = getattr(value, self.input_field, strawberry.UNSET)
+        return value is not None and value is not strawberry.UNSET
+
+
 class RoleRule(BasePermission):
-    def __init__(self, coordinate: str, rule: Rule) -> None:
+    def __init__(
+        self, coordinate: str, rule: Rule, value_rules: tuple[ValueRule, ...] = ()
+    ) -> None:
         self._coordinate = coordinate
         self._rule = rule
+        self._value_rules = value_rules
 
     @property
     def schema_directive(self) -> object:
         return RequiresRole(role=self._rule.role, or_self=self._rule.or_self)
 
-    def has_permission(self, source: Any, info: strawberry.Info[Context, None], **_: Any) -> bool:
+    def has_permission(
+        self, source: Any, info: strawberry.Info[Context, None], **arguments: Any
+    ) -> bool:
         # Raises rather than returning False: on_unauthorized() cannot see who is asking.
         context, rule = info.context, self._rule
-        # A User is read off its record (see schema.types.users), whose id is the user's.
         is_self = (
-            rule.or_self and not rule.allows(context.principal.role) and _is_caller(source, context)
+            rule.or_self
+            and not rule.allows(context.principal.role)
+            and _is_self(source, arguments, context)
         )
         rule.check(self._coordinate, context.principal, is_self=is_self)
+        for value_rule in self._value_rules:
+            if value_rule.given(arguments):
+                value_rule.rule.check(value_rule.coordinate, context.principal, is_self=False)
         return True
 
 
@@ -135,17 +185,85 @@ def apply_rules(
     unruled = [c for c in fields if c.split(".")[0] in ROOT_TYPES and c not in rules]
     if unruled:
         raise LookupError(f"no access rule for {', '.join(unruled)}: add one to RULES")
-    unknown = [coordinate for coordinate in (*rules, *rate_limits) if coordinate not in fields]
+    values = _value_rules(fields, rules, names)
+    unknown = [
+        coordinate
+        for coordinate in (*rules, *rate_limits)
+        if coordinate not in fields and coordinate not in {v.coordinate for v in values}
+    ]
     if unknown:
         raise LookupError(f"access rules for fields that do not exist: {', '.join(unknown)}")
-    for coordinate, rule in rules.items():
+    for coordinate, field in fields.items():
+        if coordinate not in rules:
+            continue
+        mine = tuple(v for v in values if _owner(v, coordinate, field, names))
         # On fields of other types than the roots, once per row: the fast path applies these
         # rules by field_rules instead.
-        fields[coordinate].extensions.append(PermissionExtension([RoleRule(coordinate, rule)]))
+        role_rule = RoleRule(coordinate, rules[coordinate], mine)
+        field.extensions.append(PermissionExtension([role_rule]))
     # Strawberry runs the last extension outermost: placed first, the rate limit runs inside
     # the permission, so a caller without the role is refused without being counted.
     for coordinate, bucket in rate_limits.items():
         fields[coordinate].extensions.insert(0, RateLimit(bucket))
+
+
+def _value_rules(
+    fields: dict[str, StrawberryField], rules: dict[str, Rule], names: NameConverter
+) -> list[ValueRule]:
+    """The rules of `rules` on arguments of these root fields and on fields of their inputs."""
+    found = []
+    for coordinate, field in fields.items():
+        if coordinate.split(".")[0] not in ROOT_TYPES:
+            continue
+        for argument in field.arguments:
+            argument_name = names.get_graphql_name(argument)
+            own = f"{coordinate}({argument_name}:)"
+            if own in rules:
+                found.append(ValueRule(own, argument.python_name, None, rules[own]))
+                _print_rule(argument, rules[own])
+            input_type = getattr(argument.type, "of_type", argument.type)
+            definition = get_object_definition(input_type)
+            if definition is None or not definition.is_input:
+                continue
+            for input_field in definition.fields:
+                inner = f"{definition.name}.{names.get_graphql_name(input_field)}"
+                if inner in rules:
+                    found.append(
+                        ValueRule(
+                            inner, argument.python_name, input_field.python_name, rules[inner]
+                        )
+                    )
+                    _print_rule(input_field, rules[inner])
+    return found
+
+
+def _print_rule(target: Any, rule: Rule) -> None:
+    """Shows the rule in the SDL, on the argument or input field it is on."""
+    directives = tuple(target.directives)
+    if not any(isinstance(directive, RequiresRole) for directive in directives):
+        target.directives = (*directives, RequiresRole(role=rule.role, or_self=rule.or_self))
+
+
+def _owner(rule: ValueRule, coordinate: str, field: StrawberryField, names: NameConverter) -> bool:
+    if rule.coordinate.startswith(f"{coordinate}("):
+        return True
+    return rule.input_field is not None and any(
+        argument.python_name == rule.argument
+        and rule.coordinate.split(".")[0]
+        == getattr(
+            get_object_definition(getattr(argument.type, "of_type", argument.type)), "name", None
+        )
+        for argument in field.arguments
+    )
+
+
+def _is_self(source: Any, arguments: dict[str, Any], context: Context) -> bool:
+    # A User is read off its record (see schema.types.users), whose id is the user's; a root
+    # field names its user by the `id` argument.
+    if source is not None:
+        return context.is_caller(source.id)
+    named = arguments.get("id")
+    return isinstance(named, str) and named.isdigit() and context.is_caller(int(named))
 
 
 def _is_caller(source: Any, context: Context) -> bool:
@@ -186,6 +304,8 @@ def field_rules(schema: GraphQLSchema, rules: dict[str, Rule] = RULES) -> tuple[
         if type_name in ROOT_TYPES:
             continue
         graphql_type = schema.type_map[type_name]
+        if isinstance(graphql_type, GraphQLInputObjectType):
+            continue  # checked on the root field that takes the input (see ValueRule)
         if not isinstance(graphql_type, GraphQLObjectType):
             raise TypeError(f"{coordinate}: rules apply to fields of object types")
         if rule.or_self and type_name != USER_TYPE:

@@ -94,7 +94,13 @@ def install_fields(schema: GraphQLSchema, rules: Iterable[RuledField]) -> FieldT
     for rule in rules:
         graphql_type = schema.type_map[rule.type_name]
         assert isinstance(graphql_type, GraphQLObjectType)
-        graphql_type.fields[rule.field_name].resolve = _rule_resolver(rule)
+        field = graphql_type.fields[rule.field_name]
+        strawberry_field = (field.extensions or {}).get("strawberry-definition")
+        if isinstance(strawberry_field, StrawberryField) and strawberry_field.base_resolver:
+            # A field with a resolver of its own goes the general way, where Strawberry's
+            # permission extension applies the same rule before the resolver runs.
+            continue
+        field.resolve = _rule_resolver(rule)
         table[rule.type_name, rule.field_name] = FieldFacts(rule.attribute, rule)
     roots = (schema.query_type, schema.mutation_type, schema.subscription_type)
     for graphql_type in schema.type_map.values():

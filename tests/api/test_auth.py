@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
-from graphql import ObjectTypeDefinitionNode, parse, print_ast
+from graphql import InputObjectTypeDefinitionNode, ObjectTypeDefinitionNode, parse, print_ast
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import create_app
@@ -270,17 +270,22 @@ def test_a_rule_must_name_a_field() -> None:
 def test_the_sdl_shows_every_rule(project_root: Path) -> None:
     document = parse((project_root / "schema.graphql").read_text())
     shown = {}
+
+    def show(coordinate: str, directives: Any) -> None:
+        for directive in directives or ():
+            arguments = {a.name.value: print_ast(a.value) for a in directive.arguments or ()}
+            shown[coordinate] = (directive.name.value, arguments)
+
     for definition in document.definitions:
         if isinstance(definition, ObjectTypeDefinitionNode):
             for field in definition.fields or ():
-                for directive in field.directives or ():
-                    arguments = {
-                        a.name.value: print_ast(a.value) for a in directive.arguments or ()
-                    }
-                    shown[f"{definition.name.value}.{field.name.value}"] = (
-                        directive.name.value,
-                        arguments,
-                    )
+                coordinate = f"{definition.name.value}.{field.name.value}"
+                show(coordinate, field.directives)
+                for argument in field.arguments or ():
+                    show(f"{coordinate}({argument.name.value}:)", argument.directives)
+        if isinstance(definition, InputObjectTypeDefinitionNode):
+            for input_field in definition.fields or ():
+                show(f"{definition.name.value}.{input_field.name.value}", input_field.directives)
     assert shown == {
         coordinate: ("requiresRole", {"role": rule.role.name, "orSelf": str(rule.or_self).lower()})
         for coordinate, rule in RULES.items()

@@ -142,7 +142,7 @@ def test_issue_token(migrated: str, settings: Settings, capsys: pytest.CaptureFi
     assert (claims.user_id, claims.role) == (1, Access.ADMIN)
     assert f'{{"Authorization": "Bearer {token}"}}' in err
     payload = jwt.decode(token, options={"verify_signature": False})
-    assert payload["exp"] - payload["iat"] == 120
+    assert payload["exp"] - int(payload["iat"]) == 120
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ def discover(client: FlaskClient, **headers: str) -> dict[str, Any]:
 
 
 def unverified_claims(tokens: TokenService) -> dict[str, Any]:
-    token = tokens.issue(user_id=7, role=Access.ADMIN).token
+    # A token of a session: it carries every claim a token may (`sid` included).
+    token = tokens.issue(user_id=7, role=Access.ADMIN, session_id=3).token
     claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     return claims
 
@@ -48,7 +49,7 @@ def test_the_document_with_a_shared_secret(client: FlaskClient) -> None:
         "jwks_uri": "http://localhost/.well-known/jwks.json",
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["HS256"],
-        "claims_supported": ["sub", "roles", "iat", "exp", "iss", "aud", "jti"],
+        "claims_supported": ["sub", "roles", "iat", "exp", "iss", "aud", "jti", "sid"],
     }
     # Served all the same: a secret has no public key, so the set it points at is empty.
     assert client.get("/.well-known/jwks.json").get_json() == {"keys": []}

@@ -4,6 +4,7 @@ from hashlib import sha256
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import create_app
 from db import models
 from services.auth import TokenService
+from services.sessions import start_session
+from services.unit_of_work import UnitOfWork
 from settings import Settings
 from tests.factories import make_user, make_users
 from tests.graphql import CREATE_USER, authorized, gql
@@ -239,3 +242,53 @@ def test_each_document_reads_its_own_columns_when_sent_again(
     assert "users.email" in read(by_email)
     assert "users.name" not in read(by_email)
     assert "users.email" not in read(by_name)
+
+
+def _writes(seen: list[str]) -> list[str]:
+    return [s for s in seen if s in ("SELECT", "INSERT", "UPDATE", "DELETE")]
+
+
+def test_update_user_reads_the_row_and_writes_it_once(
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    member = make_user(session_factory)
+    query = """mutation($id: ID!) { updateUser(id: $id, input: {name: "Renamed"}) {
+        __typename ... on UpdateUserSuccess { user { id name } } } }"""
+    with statements(engine) as seen:
+        body = gql(admin_client, query, id=str(member.id))
+    assert body["data"]["updateUser"]["__typename"] == "UpdateUserSuccess"
+    # Authentication, the row locked for the update, the update.
+    assert _writes(seen) == ["SELECT", "SELECT", "UPDATE"]
+    with statements(engine) as seen:
+        gql(admin_client, query, id=str(member.id))
+    assert _writes(seen) == ["SELECT", "SELECT"]  # a no-op writes nothing
+
+
+def test_delete_user_locks_the_admins_and_the_row_then_deletes(
+    admin_client: FlaskClient, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    member = make_user(session_factory)
+    query = """mutation($id: ID!) { deleteUser(id: $id) { __typename } }"""
+    with statements(engine) as seen:
+        body = gql(admin_client, query, id=str(member.id))
+    assert body["data"]["deleteUser"]["__typename"] == "DeleteUserSuccess"
+    # Authentication, the active admins, the row, the delete (sessions go by the foreign key).
+    assert _writes(seen) == ["SELECT", "SELECT", "SELECT", "DELETE"]
+
+
+def test_authentication_with_a_session_token_is_still_one_select(
+    app: Flask, session_factory: sessionmaker[Session], tokens: TokenService, engine: Engine
+) -> None:
+    member = make_user(session_factory)
+    started = start_session(
+        UnitOfWork(session_factory), tokens, user=member, user_agent=None, ttl_seconds=60
+    )
+    client = app.test_client()
+    with statements(engine) as seen:
+        response = client.post(
+            "/graphql",
+            json={"query": "{ me { id name } }"},
+            headers={"Authorization": f"Bearer {started.access.token}"},
+        )
+    assert response.get_json() == {"data": {"me": {"id": str(member.id), "name": member.name}}}
+    assert _writes(seen) == ["SELECT"]

@@ -25,6 +25,7 @@ def test_the_webhook_receives_the_new_user_as_json() -> None:
     [request] = behaviour.received
     assert request["headers"]["Content-Type"] == "application/json"
     assert request["body"] == {
+        "event": "user.created",
         "id": "7",
         "name": "Ada",
         "email": "ada@example.com",

@@ -68,3 +68,48 @@ def test_losing_the_race_after_the_check_is_still_email_taken(
         )
     monkeypatch.undo()
     assert user_service.count_users(UnitOfWork(session_factory)) == 1
+
+
+LAST_ADMIN_RACERS = 20
+DEMOTE = """mutation($id: ID!) { updateUser(id: $id, input: {role: USER}) { __typename } }"""
+DEACTIVATE = """mutation($id: ID!) { deactivateUser(id: $id) { __typename } }"""
+
+
+def test_two_admins_removing_each_other_at_once_leave_one(
+    settings: Settings, tokens: TokenService, committing_session_factory: sessionmaker[Session]
+) -> None:
+    first = make_user(committing_session_factory, role=models.Role.ADMIN)
+    second = make_user(committing_session_factory, role=models.Role.ADMIN)
+    app = create_app(settings, session_factory=committing_session_factory)
+    start = threading.Barrier(LAST_ADMIN_RACERS)
+    answers: list[tuple[int, Any]] = []
+
+    def race(index: int) -> None:
+        actor, target = (first, second) if index % 2 else (second, first)
+        client = authorized(app.test_client(), tokens, actor)
+        query = DEMOTE if index % 4 < 2 else DEACTIVATE
+        start.wait()
+        response = client.post(
+            "/graphql", json={"query": query, "variables": {"id": str(target.id)}}
+        )
+        answers.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(LAST_ADMIN_RACERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Each answer is a result or a refusal a client can act on; never a 500.
+    assert len(answers) == LAST_ADMIN_RACERS
+    for status, body in answers:
+        assert status in (200, 401), body
+        for error in body.get("errors") or ():
+            assert error["extensions"]["code"] in ("UNAUTHENTICATED", "FORBIDDEN"), body
+    with committing_session_factory() as session:
+        admins = session.scalars(
+            select(models.User.id).where(
+                models.User.role == models.Role.ADMIN, models.User.deactivated_at.is_(None)
+            )
+        ).all()
+    assert len(admins) == 1

@@ -9,6 +9,7 @@ from services.auth import TokenService
 from services.errors import EmailTaken
 from services.google import GoogleIdentity, sign_in_with_google
 from services.provisioning import NoopProvisioner, Provisioner
+from services.sessions import SessionTokens
 from services.unit_of_work import UnitOfWork
 from tests.factories import make_user
 
@@ -18,7 +19,7 @@ class FixedVerifier:
         return GoogleIdentity(email="twin@example.com", name="Twin")
 
 
-def _sign_in(session_factory: sessionmaker[Session], tokens: TokenService) -> google.SignedIn:
+def _sign_in(session_factory: sessionmaker[Session], tokens: TokenService) -> SessionTokens:
     return sign_in_with_google(
         UnitOfWork(session_factory),
         NoopProvisioner(),
@@ -26,6 +27,8 @@ def _sign_in(session_factory: sessionmaker[Session], tokens: TokenService) -> go
         tokens,
         id_token="unused",
         signup_enabled=True,
+        user_agent=None,
+        session_ttl_seconds=3600,
     )
 
 
@@ -39,7 +42,7 @@ def test_a_concurrent_first_sign_in_finds_the_user_the_other_created(
     monkeypatch.setattr(google, "create_user", lose_the_race)
     signed_in = _sign_in(session_factory, tokens)
     assert signed_in.user.email == "twin@example.com"
-    assert tokens.verify(signed_in.token.token).user_id == signed_in.user.id
+    assert tokens.verify(signed_in.access.token).user_id == signed_in.user.id
 
 
 def test_an_email_taken_without_a_user_is_not_hidden(

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import models
 from services import users as user_service
 from services.errors import EmailTaken, ProvisioningError
-from services.provisioning import NewUser, NoopProvisioner
+from services.provisioning import NewUser, NoopProvisioner, RemovedUser
 from services.unit_of_work import UnitOfWork
 from tests.factories import make_user, make_users
 
@@ -25,6 +25,9 @@ class RefusingProvisioner:
 
     def provision(self, user: NewUser) -> None:
         self.seen.append(user)
+        raise ProvisioningError("refused")
+
+    def deprovision(self, user: RemovedUser) -> None:
         raise ProvisioningError("refused")
 
 
