@@ -94,27 +94,28 @@ def ensure_base_image() -> None:
     )
     subprocess.run(["chroot", str(root), "python3", "-m", "venv", "/usr/local"], check=True)
     subprocess.run(["chroot", str(root), "apt-get", "clean"], check=True)
-    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-    subprocess.run(
-        [
-            "podman",
-            "import",
-            "--change",
-            "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "--change",
-            "ENV LANG=C.UTF-8",
-            "--change",
-            'CMD ["python3"]',
-            "-",
-            BASE_IMAGE,
-        ],
-        stdin=tar.stdout,
-        env=environment(),
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    assert tar.wait() == 0
+    # As a context, so its pipe is closed: pytest -W error fails on a leaked file.
+    with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+        subprocess.run(
+            [
+                "podman",
+                "import",
+                "--change",
+                "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--change",
+                "ENV LANG=C.UTF-8",
+                "--change",
+                'CMD ["python3"]',
+                "-",
+                BASE_IMAGE,
+            ],
+            stdin=tar.stdout,
+            env=environment(),
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        assert tar.wait() == 0
     shutil.rmtree(root, ignore_errors=True)
 
 
