@@ -239,3 +239,50 @@ def test_sign_in_is_off_without_client_ids(client: FlaskClient, google_key: Goog
         "__typename": "InvalidGoogleToken",
         "message": "Google sign-in is not configured on this server.",
     }
+
+
+SIGN_IN_SESSION = """
+mutation SignIn($idToken: String!) {
+  signInWithGoogle(idToken: $idToken) {
+    __typename
+    ... on SignInSuccess { accessToken refreshToken refreshTokenExpiresAt user { id } }
+    ... on AccountDeactivated { email message }
+  }
+}
+"""
+
+
+def test_sign_in_starts_a_session_that_refreshes(
+    google_client: FlaskClient, google_key: GoogleKey
+) -> None:
+    result = gql(google_client, SIGN_IN_SESSION, idToken=id_token(google_key))["data"]
+    signed_in = result["signInWithGoogle"]
+    assert signed_in["__typename"] == "SignInSuccess"
+    refresh = """mutation($t: String!) { refreshSession(refreshToken: $t) {
+        __typename ... on RefreshSessionSuccess { user { id } } } }"""
+    refreshed = gql(google_client, refresh, t=signed_in["refreshToken"])["data"]["refreshSession"]
+    assert refreshed == {"__typename": "RefreshSessionSuccess", "user": signed_in["user"]}
+    sessions = google_client.post(
+        "/graphql",
+        json={"query": "{ me { sessions { userAgent current } } }"},
+        headers={"Authorization": f"Bearer {signed_in['accessToken']}"},
+    ).get_json()
+    (session,) = sessions["data"]["me"]["sessions"]
+    # The User-Agent of the sign-in request: Flask's test client sends its own.
+    assert session["userAgent"].startswith("Werkzeug/")
+    assert session["current"] is True
+
+
+def test_a_deactivated_account_cannot_sign_in(
+    google_client: FlaskClient, google_key: GoogleKey, session_factory: sessionmaker[Session]
+) -> None:
+    person = make_user(session_factory, email="newcomer@example.com")
+    user_service.set_active(
+        UnitOfWork(session_factory), actor_id=0, user_id=person.id, active=False
+    )
+    result = gql(google_client, SIGN_IN_SESSION, idToken=id_token(google_key))["data"]
+    assert result["signInWithGoogle"] == {
+        "__typename": "AccountDeactivated",
+        "email": "newcomer@example.com",
+        "message": "The account newcomer@example.com is deactivated.",
+    }
