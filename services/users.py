@@ -4,7 +4,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Column, CursorResult, Select, Table, bindparam, func, select, update
+from sqlalchemy import (
+    Column,
+    CursorResult,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from db import models
@@ -89,6 +99,10 @@ def _page(fields: frozenset[str] | None, *, after: bool, active: bool | None) ->
     return query.where(USERS.c.id > bindparam("after_id")) if after else query
 
 
+_INSERT_USER = insert(USERS)
+_USER_FOR_UPDATE = _user_by_id(None).with_for_update()
+
+
 def _known(fields: Collection[str] | None) -> frozenset[str] | None:
     return None if fields is None else frozenset(fields).intersection(USER_FIELDS)
 
@@ -128,24 +142,29 @@ def create_user(
     the race) and ProvisioningError.
     """
     email = normalize_email(email)
+    now = utc_now()
+    values = {
+        "name": name.strip(),
+        "email": email,
+        "role": role,
+        "created_at": now,
+        "updated_at": now,
+        "deactivated_at": None,
+        "tokens_valid_after": None,
+    }
     with uow:
-        if uow.session.scalar(select(models.User.id).where(models.User.email == email)):
-            raise EmailTaken(email)
-        user = models.User(name=name.strip(), email=email, role=role)
-        uow.session.add(user)
+        # A Core INSERT, not the ORM's flush: for one row the unit of work's bookkeeping
+        # costs more than the statement.
         try:
-            uow.session.flush()
+            inserted = uow.connection().execute(_INSERT_USER, values)
         except IntegrityError as error:
-            # Another transaction inserted the same email after our check.
+            # The unique index decides, for concurrent requests too: a read before the write
+            # would cost every creation a round trip and still not settle a race.
             raise EmailTaken(email) from error
+        (user_id,) = inserted.inserted_primary_key or (None,)
+        user = models.User(id=user_id, **values)
         provisioner.provision(
-            NewUser(
-                id=user.id,
-                name=user.name,
-                email=user.email,
-                role=user.role.value,
-                created_at=user.created_at,
-            )
+            NewUser(id=user.id, name=user.name, email=email, role=role.value, created_at=now)
         )
         uow.commit()
         return user
@@ -277,8 +296,8 @@ def _target(uow: UnitOfWork, user_id: int) -> models.User:
     return user
 
 
-def _keep_an_admin(admins: list[int], user: models.User) -> None:
-    if user.id in admins and len(admins) <= 1:
+def _keep_an_admin(admins: list[int], user_id: int) -> None:
+    if user_id in admins and len(admins) <= 1:
         raise LastActiveAdmin()
 
 
@@ -317,24 +336,34 @@ def update_user(uow: UnitOfWork, *, user_id: int, changes: UserChanges) -> model
 def _update_user(uow: UnitOfWork, user_id: int, changes: UserChanges) -> models.User:
     with uow:
         admins = _active_admins(uow) if changes.role is models.Role.USER else []
-        user = _target(uow, user_id)
-        if changes.name is not None:
-            user.name = changes.name.strip()
-        email = user.email if changes.email is None else normalize_email(changes.email)
-        user.email = email
-        if changes.role is not None and changes.role is not user.role:
-            if changes.role is models.Role.USER:
-                _keep_an_admin(admins, user)
-            user.role = changes.role
-            if changes.role is models.Role.USER:
-                user.tokens_valid_after = utc_now()
-                revoke_sessions(uow, user.id, user.tokens_valid_after)
-        try:
-            uow.session.flush()
-        except IntegrityError as error:
-            raise EmailTaken(email) from error
+        # Core statements, as in create_user: the row locked, then one UPDATE of what changed.
+        connection = uow.connection()
+        row = connection.execute(_USER_FOR_UPDATE, {"user_id": user_id}).first()
+        if row is None:
+            raise UserNotFound(user_id)
+        current = dict(row._mapping)
+        wanted = {
+            "name": None if changes.name is None else changes.name.strip(),
+            "email": None if changes.email is None else normalize_email(changes.email),
+            "role": changes.role,
+        }
+        values: dict[str, Any] = {
+            name: value
+            for name, value in wanted.items()
+            if value is not None and value != current[name]
+        }
+        if values:
+            now = values["updated_at"] = utc_now()
+            if values.get("role") is models.Role.USER:
+                _keep_an_admin(admins, user_id)
+                values["tokens_valid_after"] = now
+                revoke_sessions(uow, user_id, now)
+            try:
+                connection.execute(update(USERS).where(USERS.c.id == user_id).values(**values))
+            except IntegrityError as error:
+                raise EmailTaken(values.get("email", current["email"])) from error
         uow.commit()
-        return user
+        return models.User(**{**current, **values})
 
 
 def set_active(uow: UnitOfWork, *, actor_id: int, user_id: int, active: bool) -> models.User:
@@ -352,7 +381,7 @@ def _set_active(uow: UnitOfWork, actor_id: int, user_id: int, active: bool) -> m
         if active and user.deactivated_at is not None:
             user.deactivated_at = None
         elif not active and user.deactivated_at is None:
-            _keep_an_admin(admins, user)
+            _keep_an_admin(admins, user.id)
             user.deactivated_at = user.tokens_valid_after = utc_now()
             revoke_sessions(uow, user.id, user.deactivated_at)
         uow.commit()
@@ -376,7 +405,7 @@ def _delete_user(
         user = _target(uow, user_id)
         if user.id == actor_id:
             raise CannotTargetSelf("delete")
-        _keep_an_admin(admins, user)
+        _keep_an_admin(admins, user.id)
         removed = RemovedUser(id=user.id, email=user.email, deleted_at=utc_now())
         uow.session.delete(user)
         uow.session.flush()
