@@ -95,6 +95,10 @@ def _server_options(url: str, pool: PoolOptions) -> dict[str, Any]:
     }
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         options["isolation_level"] = MYSQL_ISOLATION_LEVEL
+        # A Connection that closes with its transaction open rolls it back itself; one that
+        # committed has nothing left to roll back, yet the pool would send a ROLLBACK on every
+        # return: after each write, a round trip for nothing.
+        options["pool_reset_on_return"] = None
     if parsed.get_driver_name() == "pymysql":
         options["connect_args"] = {
             "charset": "utf8mb4",
