@@ -10,7 +10,7 @@ import os
 from typing import Any, cast
 
 from flask import Flask, Response, request
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, update
 
 from db import models
 from db.base import utc_now
@@ -86,5 +86,17 @@ def create_app() -> Flask:
             "role": "USER",
         }
         return _json({"data": {"createUser": {"user": node}}})
+
+    @app.patch("/users/<int:user_id>")
+    def rename(user_id: int) -> Response:
+        payload = request.get_json()
+        with engine.begin() as connection:
+            connection.execute(
+                update(USERS)
+                .where(USERS.c.id == user_id)
+                .values(name=payload["name"], updated_at=utc_now())
+            )
+            row = connection.execute(select(*FIELDS).where(USERS.c.id == user_id)).first()
+        return _json({"data": {"updateUser": {"user": None if row is None else _node(row)}}})
 
     return app

@@ -49,6 +49,7 @@ WORKLOADS = {
     "W2 users(first: 100)": "w2_users.lua",
     "W3 walk by cursor": "w3_walk.lua",
     "W4 createUser": "w4_create.lua",
+    "W5 updateUser": "w5_update.lua",
 }
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
