@@ -104,10 +104,11 @@ class RequestConnection:
     Checking a connection out of the pool pings the server, and ending a transaction is a
     round trip too: a request pays each once, not once per unit of work. The reads of a
     request (authentication, then the operation's) share one transaction, rolled back when
-    the request ends; a unit of work that writes ends it first and runs in its own. Given a
-    `reading_engine` (see db.session.make_reading_engine), the reads run on a connection of
-    its own instead, with no transaction to end. Connections are checked out on first use,
-    so a request that reads nothing takes none; `close()` gives them back.
+    the request ends; a unit of work that writes continues it, and its commit ends both.
+    Given a `reading_engine` (see db.session.make_reading_engine), the reads run on a
+    connection of its own instead, with no transaction to end, unless the request expects
+    to write (`expect_writes`). Connections are checked out on first use, so a request that
+    reads nothing takes none; `close()` gives them back.
     """
 
     def __init__(
@@ -117,6 +118,13 @@ class RequestConnection:
         self._reading_engine = reading_engine
         self._connection: Connection | None = None
         self._reads: Connection | None = None
+        self._reads_with_writes = False
+
+    def expect_writes(self) -> None:
+        """The request will probably write: its reads go on the writing connection, in the
+        transaction its first write then continues, rather than on a connection of their own,
+        which would cost a checkout and its ping more."""
+        self._reads_with_writes = True
 
     def reading(self) -> UnitOfWork:
         """For services that only read."""
@@ -136,7 +144,7 @@ class RequestConnection:
         return self._session_factory(bind=connection)
 
     def _reading_connection(self) -> Connection | None:
-        if self._reading_engine is not None:
+        if self._reading_engine is not None and not self._reads_with_writes:
             if self._reads is None:
                 self._reads = self._reading_engine.connect()
             return self._reads
@@ -150,7 +158,9 @@ class RequestConnection:
         if connection is None:
             return self._session_factory()
         if connection.in_transaction():
-            connection.rollback()  # the reads' transaction: a write begins its own
+            # The reads' transaction: the write continues it, and its commit or rollback
+            # ends both (reads at READ COMMITTED promise nothing a transaction would keep).
+            return self._session_factory(bind=connection, join_transaction_mode="control_fully")
         return self._session_factory(bind=connection)
 
     def _checkout(self) -> Connection | None:

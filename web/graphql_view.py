@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -29,6 +30,10 @@ from web.collaborators import Collaborators
 from web.errors import CODE_BY_STATUS, RETRY_AFTER_SECONDS, json_error
 from web.graphiql import graphiql_page
 from web.request_log import current_globals, current_request
+
+# A document that may hold a mutation holds the word as a whole word (so do some that hold
+# none, in a string or a name: their reads then share the writers' connection, no harm done).
+_MUTATION = re.compile(r"(?<![_0-9A-Za-z])mutation(?![_0-9A-Za-z])")
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 # Headers a browser never sends on a simple cross-site request: their presence proves a
@@ -105,7 +110,12 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
     def get_context(self, request: Request, response: Response) -> Context:
         collaborators = self._collaborators
         token = auth.bearer_token(request.headers.getlist("Authorization"))
-        with_row = token is not None and self._may_select_caller(request)
+        # Only a token makes authentication read; what it reads, and on which connection,
+        # the documents tell.
+        documents = self._documents(request) if token is not None else []
+        with_row = any(needs_caller_row(document) for document in documents)
+        if any(_MUTATION.search(document) for document in documents):
+            self._database.expect_writes()
         principal = auth.authenticate(
             self._database.reading(), collaborators.tokens, token, with_row=with_row
         )
@@ -130,13 +140,14 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
     def render_graphql_ide(self, request: Request) -> Response:
         return graphiql_page(with_role_switcher=self._collaborators.development_tokens)
 
-    def _may_select_caller(self, request: Request) -> bool:
+    def _documents(self, request: Request) -> list[str]:
         data = self.parse_http_body(self.request_adapter_class(request))
+        documents = []
         for item in data if isinstance(data, list) else [data]:
             document = item.query or self._collaborators.documents.stored(item.extensions)
-            if document is not None and needs_caller_row(document):
-                return True
-        return False
+            if document is not None:
+                documents.append(document)
+        return documents
 
     def parse_http_body(self, request: SyncHTTPRequestAdapter) -> Any:
         # Parsed once, when the context is built, where authentication learns from the

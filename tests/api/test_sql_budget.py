@@ -166,8 +166,8 @@ def test_a_request_checks_out_one_connection_for_authentication_and_the_operatio
     committing_session_factory: sessionmaker[Session],
     tokens: TokenService,
 ) -> None:
-    # Each checkout pings the server and each return rolls back: once per request, not per
-    # unit of work.
+    # Each checkout pings the server and each transaction ends with a round trip: once per
+    # request, not per unit of work.
     admin = make_user(committing_session_factory, role=models.Role.ADMIN)
     client = authorized(
         create_app(settings, session_factory=committing_session_factory).test_client(),
@@ -195,7 +195,7 @@ def test_a_request_checks_out_one_connection_for_authentication_and_the_operatio
         transactions.clear()
         gql(client, CREATE_USER, input={"name": "N", "email": "one-checkout@example.com"})
         assert len(checkouts) == 1
-        assert len(transactions) == 2  # the caller's read, then the write's own
+        assert len(transactions) == 1  # the write continues the caller's read
     finally:
         event.remove(engine, "checkout", checkout)
         event.remove(engine, "begin", begin)

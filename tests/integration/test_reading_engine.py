@@ -82,6 +82,21 @@ def test_a_mutation_commits_once_and_the_next_read_sees_it(
     assert found["email"] == "ada@example.com"
 
 
+def test_a_signed_in_mutation_takes_one_connection_and_one_transaction(
+    admin_client: FlaskClient, sent: list[str]
+) -> None:
+    gql(admin_client, "{ me { id } }")
+    sent.clear()
+    created = gql(admin_client, CREATE_USER, input={"name": "Cy", "email": "cy@example.com"})
+    assert created["data"]["createUser"]["__typename"] == "CreateUserSuccess"
+    # Authentication reads on the writers' connection, in the transaction the INSERT then
+    # continues: one ping, no ROLLBACK, one COMMIT.
+    assert sent == ["PING", "SELECT", "INSERT", "COMMIT"]
+    sent.clear()
+    gql(admin_client, USER, id=created["data"]["createUser"]["user"]["id"])
+    assert sent == ["PING", "SELECT", "SELECT"]  # a query still reads in autocommit
+
+
 def test_a_failed_mutation_keeps_nothing(
     production_settings: Settings, tokens: TokenService, mysql_url: str
 ) -> None:
