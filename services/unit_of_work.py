@@ -1,3 +1,4 @@
+import contextlib
 import logging
 from collections.abc import Callable
 from types import TracebackType
@@ -42,6 +43,9 @@ class UnitOfWork:
         self._session_factory = session_factory
         self._connection_factory = connection_factory
         self._session: Session | None = None
+        self._connection: Connection | None = None
+        """The lent connection a writing unit of work ran Core statements on, without a
+        Session: its transaction is this unit of work's to end."""
         self.read_only = read_only
 
     def __enter__(self) -> Self:
@@ -55,10 +59,17 @@ class UnitOfWork:
         return self._session
 
     def connection(self) -> Connection:
-        """For Core statements: a request's reads run straight on its connection, since a
-        Session costs a request more to open and close than the statement it would run."""
+        """For Core statements: they run straight on the request's connection, reads and
+        writes alike, since a Session costs a request more to open, commit and close than the
+        statement it would run."""
+        if self._session is not None:
+            return self._session.connection()
         connection = None if self._connection_factory is None else self._connection_factory()
-        return self.session.connection() if connection is None else connection
+        if connection is None:
+            return self.session.connection()
+        if not self.read_only:
+            self._connection = connection
+        return connection
 
     def __exit__(
         self,
@@ -69,9 +80,14 @@ class UnitOfWork:
         # Closing rolls back whatever was not committed: on an exception or an early return
         # everything the use case wrote is discarded. Unlike rollback() it does not expire
         # the loaded objects, so what a read service returns stays readable.
+        connection, self._connection = self._connection, None
         if self._session is not None:
             self._session.close()
             self._session = None
+        elif connection is not None and connection.in_transaction():
+            # A connection that went away took what was not committed with it.
+            with contextlib.suppress(*_OUTAGES):
+                connection.rollback()
         if isinstance(exc, _OUTAGES):
             _unavailable(exc)
         if isinstance(exc, DeadlineExceeded):
@@ -83,10 +99,14 @@ class UnitOfWork:
         nothing was saved."""
         if self.read_only:
             raise RuntimeError("a read-only unit of work cannot commit; use unit_of_work()")
-        session = self.session
-        session.flush()  # what fails here was never committed
+        if self._session is None and self._connection is not None:
+            ending: Callable[[], None] = self._connection.commit
+        else:
+            session = self.session
+            session.flush()  # what fails here was never committed
+            ending = session.commit
         try:
-            session.commit()
+            ending()
         except _OUTAGES as error:
             logger.warning(
                 "database went away during COMMIT; outcome unknown: %s",
@@ -133,8 +153,8 @@ class RequestConnection:
         )
 
     def unit_of_work(self) -> UnitOfWork:
-        """For services that write, in a transaction of their own."""
-        return UnitOfWork(self._writing_session)
+        """For services that write: in the request's transaction, which their commit ends."""
+        return UnitOfWork(self._writing_session, connection_factory=self._checkout)
 
     def _reading_session(self) -> Session:
         connection = self._reading_connection()
