@@ -145,6 +145,30 @@ def test_issue_token(migrated: str, settings: Settings, capsys: pytest.CaptureFi
     assert payload["exp"] - int(payload["iat"]) == 120
 
 
+def test_issue_session(
+    migrated: str, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["seed"]) == 0
+    capsys.readouterr()
+    assert main(["issue-session", "--email", "ADA@example.com"]) == 0
+    session = json.loads(capsys.readouterr().out)
+    assert set(session) == {
+        "accessToken",
+        "expiresAt",
+        "refreshToken",
+        "refreshTokenExpiresAt",
+        "sessionId",
+    }
+    claims = build_token_service(settings).verify(session["accessToken"])
+    assert (claims.user_id, claims.role, claims.session_id) == (
+        1,
+        Access.ADMIN,
+        int(session["sessionId"]),
+    )
+    assert main(["issue-session", "--email", "nobody@example.com"]) == 1
+    assert "no user has the email nobody@example.com" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [
