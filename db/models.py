@@ -1,7 +1,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy import Enum, ForeignKey, Index, String, Text
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -9,6 +9,7 @@ from db.base import MYSQL_TABLE_OPTIONS, Base, UTCDateTime, utc_now
 
 NAME_MAX_LENGTH = 80
 USER_AGENT_MAX_LENGTH = 255
+AUDIT_OPERATION_MAX_LENGTH = 255
 # RFC 5321's limit on a forward path, the longest address that can receive mail.
 EMAIL_MAX_LENGTH = 254
 
@@ -76,3 +77,27 @@ class RefreshToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """One change, written in the transaction that made it: it exists exactly when the change
+    was committed. Append-only, and without foreign keys: a deleted user's events stay."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_target_user_id_id", "target_user_id", "id"),
+        Index("ix_audit_events_actor_id_id", "actor_id", "id"),
+        Index("ix_audit_events_action_id", "action", "id"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor_id: Mapped[int | None] = mapped_column()
+    actor_role: Mapped[str | None] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    operation_name: Mapped[str | None] = mapped_column(String(AUDIT_OPERATION_MAX_LENGTH))
+    action: Mapped[str] = mapped_column(String(64))
+    target_user_id: Mapped[int | None] = mapped_column()
+    changes: Mapped[str] = mapped_column(Text())
+    """JSON: each changed field's {"before": ..., "after": ...}."""

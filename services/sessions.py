@@ -166,8 +166,12 @@ def sign_out(uow: UnitOfWork, *, user_id: int, session_id: int | None, now: date
             )
             .values(revoked_at=now)
         )
+        count = int(ended.rowcount)
+        if count:
+            revoked = {"session": (str(session_id), None)}
+            uow.record("session.revoked", target_user_id=user_id, changed=revoked)
         uow.commit()
-        return int(ended.rowcount)
+        return count
 
 
 def sign_out_everywhere(uow: UnitOfWork, *, user_id: int, now: datetime) -> int:
@@ -177,6 +181,8 @@ def sign_out_everywhere(uow: UnitOfWork, *, user_id: int, now: datetime) -> int:
         if uow.session.get(models.User, user_id) is None:
             raise UserNotFound(user_id)
         ended = end_sessions(uow, user_id, now)
+        changed = {"tokens_valid_after": (None, now), "open_sessions": (ended, 0)}
+        uow.record("sessions.revoked", target_user_id=user_id, changed=changed)
         uow.commit()
         return ended
 

@@ -1,8 +1,8 @@
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import NoReturn, Self
+from typing import Any, NoReturn, Self
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -10,6 +10,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.deadline import DeadlineExceeded
+from services import audit
 from services.errors import DatabaseUnavailable, OutcomeUnknown, RequestTimedOut
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ class UnitOfWork:
         *,
         read_only: bool = False,
         connection_factory: Callable[[], Connection | None] | None = None,
+        trail: audit.AuditTrail = audit.UNATTRIBUTED,
     ) -> None:
         self._session_factory = session_factory
+        self._trail = trail
         self._connection_factory = connection_factory
         self._session: Session | None = None
         self._connection: Connection | None = None
@@ -70,6 +73,16 @@ class UnitOfWork:
         if not self.read_only:
             self._connection = connection
         return connection
+
+    def record(
+        self, action: str, *, target_user_id: int | None, changed: Mapping[str, tuple[Any, Any]]
+    ) -> None:
+        """Writes an audit event of this unit of work's change, in its transaction: call it
+        before commit(), so that the event commits with the change or not at all."""
+        if self.read_only:
+            raise RuntimeError("a read-only unit of work changes nothing to record")
+        row = audit.event_row(self._trail, action, target_user_id, changed)
+        self.connection().execute(audit.INSERT_EVENT, row)
 
     def __exit__(
         self,
@@ -132,10 +145,14 @@ class RequestConnection:
     """
 
     def __init__(
-        self, session_factory: sessionmaker[Session], reading_engine: Engine | None = None
+        self,
+        session_factory: sessionmaker[Session],
+        reading_engine: Engine | None = None,
+        trail: audit.AuditTrail = audit.UNATTRIBUTED,
     ) -> None:
         self._session_factory = session_factory
         self._reading_engine = reading_engine
+        self._trail = trail
         self._connection: Connection | None = None
         self._reads: Connection | None = None
         self._reads_with_writes = False
@@ -154,7 +171,9 @@ class RequestConnection:
 
     def unit_of_work(self) -> UnitOfWork:
         """For services that write: in the request's transaction, which their commit ends."""
-        return UnitOfWork(self._writing_session, connection_factory=self._checkout)
+        return UnitOfWork(
+            self._writing_session, connection_factory=self._checkout, trail=self._trail
+        )
 
     def _reading_session(self) -> Session:
         connection = self._reading_connection()

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from db import models
 from db.base import utc_now
+from services import audit
 from services.errors import (
     CannotTargetSelf,
     DatabaseUnavailable,
@@ -166,6 +167,8 @@ def create_user(
         provisioner.provision(
             NewUser(id=user.id, name=user.name, email=email, role=role.value, created_at=now)
         )
+        created = {"name": user.name, "email": email, "role": role.value}
+        uow.record("user.created", target_user_id=user.id, changed=audit.changes({}, created))
         uow.commit()
         return user
 
@@ -184,6 +187,9 @@ def ensure_admin(
             if user.role is models.Role.ADMIN:
                 return user, False
             user.role = models.Role.ADMIN
+            uow.session.flush()
+            role_change = {"role": (models.Role.USER.value, models.Role.ADMIN.value)}
+            uow.record("user.role_changed", target_user_id=user.id, changed=role_change)
             uow.commit()
             return user, True
     return create_user(uow, provisioner, name=name, email=email, role=models.Role.ADMIN), True
@@ -362,6 +368,13 @@ def _update_user(uow: UnitOfWork, user_id: int, changes: UserChanges) -> models.
                 connection.execute(update(USERS).where(USERS.c.id == user_id).values(**values))
             except IntegrityError as error:
                 raise EmailTaken(values.get("email", current["email"])) from error
+            changed: dict[str, tuple[Any, Any]] = {
+                name: (current[name], values[name])
+                for name in ("name", "email", "role")
+                if name in values
+            }
+            action = "user.role_changed" if "role" in changed else "user.updated"
+            uow.record(action, target_user_id=user_id, changed=changed)
         uow.commit()
         return models.User(**{**current, **values})
 
@@ -379,11 +392,17 @@ def _set_active(uow: UnitOfWork, actor_id: int, user_id: int, active: bool) -> m
         if user.id == actor_id:
             raise CannotTargetSelf("reactivate" if active else "deactivate")
         if active and user.deactivated_at is not None:
+            changed: dict[str, tuple[Any, Any]] = {"deactivated_at": (user.deactivated_at, None)}
             user.deactivated_at = None
+            uow.session.flush()
+            uow.record("user.reactivated", target_user_id=user.id, changed=changed)
         elif not active and user.deactivated_at is None:
             _keep_an_admin(admins, user.id)
             user.deactivated_at = user.tokens_valid_after = utc_now()
             revoke_sessions(uow, user.id, user.deactivated_at)
+            uow.session.flush()
+            changed = {"deactivated_at": (None, user.deactivated_at)}
+            uow.record("user.deactivated", target_user_id=user.id, changed=changed)
         uow.commit()
         return user
 
@@ -407,8 +426,10 @@ def _delete_user(
             raise CannotTargetSelf("delete")
         _keep_an_admin(admins, user.id)
         removed = RemovedUser(id=user.id, email=user.email, deleted_at=utc_now())
+        gone = {"name": user.name, "email": user.email, "role": user.role.value}
         uow.session.delete(user)
         uow.session.flush()
+        uow.record("user.deleted", target_user_id=removed.id, changed=audit.changes(gone, {}))
         provisioner.deprovision(removed)
         uow.commit()
         return removed
