@@ -93,6 +93,8 @@ class Settings:
     google_hosted_domain: str | None = None
     """GOOGLE_HOSTED_DOMAIN: only accounts of this Google Workspace domain may sign in."""
     google_signup_enabled: bool = True
+    audit_redact_email: bool = False
+    """AUDIT_REDACT_EMAIL: audit events keep emails as their SHA-256, not as written."""
     """GOOGLE_SIGNUP_ENABLED: whether unknown people are registered on first sign-in."""
     google_certs_url: str = GOOGLE_CERTS_URL
     """GOOGLE_CERTS_URL: where Google's signing certificates are fetched."""
@@ -191,6 +193,9 @@ class Settings:
             ),
             google_client_ids=_split(values.get("GOOGLE_CLIENT_IDS", "")),
             google_hosted_domain=values.get("GOOGLE_HOSTED_DOMAIN") or None,
+            audit_redact_email=_parse_bool(
+                "AUDIT_REDACT_EMAIL", values.get("AUDIT_REDACT_EMAIL") or "false"
+            ),
             google_signup_enabled=_parse_bool(
                 "GOOGLE_SIGNUP_ENABLED", values.get("GOOGLE_SIGNUP_ENABLED", "true")
             ),

@@ -55,6 +55,7 @@ RULES: dict[str, Rule] = {
     "Query.users": Rule(Access.USER),
     "Query.users(active:)": Rule(Access.ADMIN),
     "Query.user": Rule(Access.USER),
+    "Query.auditEvents": Rule(Access.ADMIN),
     "Mutation.createUser": Rule(Access.ADMIN),
     "Mutation.signInWithGoogle": Rule(Access.ANONYMOUS),
     "Mutation.updateUser": Rule(Access.ADMIN, or_self=True),

@@ -1,7 +1,9 @@
 import strawberry
 
+from resolvers import audit as audit_resolvers
 from resolvers import auth as auth_resolvers
 from resolvers import users as user_resolvers
+from schema.types.audit import AuditEventConnection
 from schema.types.users import User, UserConnection
 
 
@@ -16,4 +18,8 @@ class Query:
     )
     me: User | None = strawberry.field(
         resolver=auth_resolvers.me, description="The caller; null when signed out."
+    )
+    audit_events: AuditEventConnection = strawberry.field(
+        resolver=audit_resolvers.audit_events,
+        description="Committed changes, newest first, a page at a time; filters combine.",
     )

@@ -27,6 +27,7 @@ class Collaborators:
     google: IdTokenVerifier
     google_signup_enabled: bool
     session_ttl_seconds: int
+    audit_redact_email: bool
     limits: QueryLimits
     exposure: ExposurePolicy
     rate_limiter: RateLimiter

@@ -23,6 +23,7 @@ from schema.errors import INTERNAL, mask_unexpected
 from schema.operation_log import RequestLog
 from schema.root import UserqlSchema
 from services import auth
+from services.audit import Actor, AuditTrail
 from services.errors import DatabaseUnavailable, Unauthenticated
 from services.sessions import user_agent
 from services.unit_of_work import RequestConnection
@@ -103,8 +104,11 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         super().__init__(**options)
         self._collaborators = collaborators
         self._database = RequestConnection(
-            collaborators.session_factory, collaborators.reading_engine
+            collaborators.session_factory,
+            collaborators.reading_engine,
+            AuditTrail(actor=self._actor, redact_email=collaborators.audit_redact_email),
         )
+        self._principal = auth.ANONYMOUS
         self._request_data: GraphQLRequestData | list[GraphQLRequestData] | None = None
 
     def get_context(self, request: Request, response: Response) -> Context:
@@ -119,6 +123,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         principal = auth.authenticate(
             self._database.reading(), collaborators.tokens, token, with_row=with_row
         )
+        self._principal = principal
         log: RequestLog = current_globals().request_log
         log.principal_id = principal.user_id
         return Context(
@@ -135,6 +140,18 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             exposure=collaborators.exposure,
             rate_limiter=collaborators.rate_limiter,
             client_address=request.remote_addr or "unknown",
+        )
+
+    def _actor(self) -> Actor:
+        """Who the request's changes are by, for the audit log: asked when an event is
+        written, once the operation's name is known."""
+        globals_ = current_globals()
+        principal = self._principal
+        return Actor(
+            user_id=principal.user_id,
+            role=None if principal.user_id is None else principal.role.name,
+            request_id=globals_.request_id,
+            operation_name=globals_.request_log.operation_name,
         )
 
     def render_graphql_ide(self, request: Request) -> Response:

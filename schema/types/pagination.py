@@ -7,23 +7,26 @@ import strawberry
 # overflow SQLite's parameter binding.
 MAX_ID = 2**31 - 1
 _CURSOR_PREFIX = "user:"
+AUDIT_CURSOR_PREFIX = "audit:"
+"""A connection's cursors name its kind of row, so one connection's cursor means nothing to
+another."""
 
 
-def encode_cursor(user_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{user_id}".encode()).decode()
+def encode_cursor(row_id: int, prefix: str = _CURSOR_PREFIX) -> str:
+    return base64.urlsafe_b64encode(f"{prefix}{row_id}".encode()).decode()
 
 
-def decode_cursor(cursor: str) -> int:
-    """The user id inside a cursor; ValueError when the cursor is not one of ours."""
+def decode_cursor(cursor: str, prefix: str = _CURSOR_PREFIX) -> int:
+    """The row id inside a cursor; ValueError when the cursor is not one of ours."""
     try:
         text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
     except (binascii.Error, UnicodeError) as error:
         raise ValueError("not a cursor") from error
-    digits = text.removeprefix(_CURSOR_PREFIX)
+    digits = text.removeprefix(prefix)
     if digits == text or not digits.isdigit() or not 0 < int(digits) <= MAX_ID:
         raise ValueError("not a cursor")
     # The decoder forgives extra padding and stray characters; only what we issued is valid.
-    if encode_cursor(int(digits)) != cursor:
+    if encode_cursor(int(digits), prefix) != cursor:
         raise ValueError("not a cursor")
     return int(digits)
 

@@ -21,6 +21,7 @@ DOCUMENTS: dict[str, str] = {
     "Query.users": "{ users { edges { node { id } } } }",
     "Query.users(active:)": "{ users(active: true) { edges { node { id } } } }",
     "Query.user": f'{{ user(id: "{ANOTHER}") {{ id }} }}',
+    "Query.auditEvents": "{ auditEvents { edges { node { id } } } }",
     "Mutation.createUser": 'mutation { createUser(input: {name: "M", email: "m@matrix.test"}) '
     "{ __typename } }",
     "Mutation.signInWithGoogle": 'mutation { signInWithGoogle(idToken: "x") { __typename } }',

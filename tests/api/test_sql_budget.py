@@ -153,9 +153,10 @@ def test_create_user_writes_once(admin_client: FlaskClient, engine: Engine) -> N
     with statements(engine) as seen:
         body = gql(admin_client, CREATE_USER, input={"name": "N", "email": "n@example.com"})
     assert body["data"]["createUser"]["__typename"] == "CreateUserSuccess"
-    # Authentication and the insert; the unique index checks the email.
+    # Authentication, the insert (the unique index checks the email), the audit event.
     assert [s for s in seen if s in ("SELECT", "INSERT", "UPDATE", "DELETE")] == [
         "SELECT",
+        "INSERT",
         "INSERT",
     ]
 
@@ -256,8 +257,8 @@ def test_update_user_reads_the_row_and_writes_it_once(
     with statements(engine) as seen:
         body = gql(admin_client, query, id=str(member.id))
     assert body["data"]["updateUser"]["__typename"] == "UpdateUserSuccess"
-    # Authentication, the row locked for the update, the update.
-    assert _writes(seen) == ["SELECT", "SELECT", "UPDATE"]
+    # Authentication, the row locked for the update, the update, the audit event.
+    assert _writes(seen) == ["SELECT", "SELECT", "UPDATE", "INSERT"]
     with statements(engine) as seen:
         gql(admin_client, query, id=str(member.id))
     assert _writes(seen) == ["SELECT", "SELECT"]  # a no-op writes nothing
@@ -271,8 +272,9 @@ def test_delete_user_locks_the_admins_and_the_row_then_deletes(
     with statements(engine) as seen:
         body = gql(admin_client, query, id=str(member.id))
     assert body["data"]["deleteUser"]["__typename"] == "DeleteUserSuccess"
-    # Authentication, the active admins, the row, the delete (sessions go by the foreign key).
-    assert _writes(seen) == ["SELECT", "SELECT", "SELECT", "DELETE"]
+    # Authentication, the active admins, the row, the delete (sessions go by the foreign key),
+    # the audit event.
+    assert _writes(seen) == ["SELECT", "SELECT", "SELECT", "DELETE", "INSERT"]
 
 
 def test_authentication_with_a_session_token_is_still_one_select(

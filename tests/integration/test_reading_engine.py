@@ -89,9 +89,9 @@ def test_a_signed_in_mutation_takes_one_connection_and_one_transaction(
     sent.clear()
     created = gql(admin_client, CREATE_USER, input={"name": "Cy", "email": "cy@example.com"})
     assert created["data"]["createUser"]["__typename"] == "CreateUserSuccess"
-    # Authentication reads on the writers' connection, in the transaction the INSERT then
-    # continues: one ping, no ROLLBACK, one COMMIT.
-    assert sent == ["PING", "SELECT", "INSERT", "COMMIT"]
+    # Authentication reads on the writers' connection, in the transaction the INSERTs (the
+    # user, its audit event) then continue: one ping, no ROLLBACK, one COMMIT.
+    assert sent == ["PING", "SELECT", "INSERT", "INSERT", "COMMIT"]
     sent.clear()
     gql(admin_client, USER, id=created["data"]["createUser"]["user"]["id"])
     assert sent == ["PING", "SELECT", "SELECT"]  # a query still reads in autocommit
