@@ -1,42 +1,20 @@
 import strawberry
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, fields, validate
 
-from schema import errors
+from resolvers.users import CursorField, page_size, user_id
 from schema.context import Context
 from schema.types.audit import AuditEventConnection
-from schema.types.pagination import AUDIT_CURSOR_PREFIX, MAX_ID, decode_cursor
+from schema.types.pagination import AUDIT_CURSOR_PREFIX
 from services import audit
 
 Info = strawberry.Info[Context, None]
 
 
-class AuditCursorField(fields.Field[int]):
-    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> int:
-        try:
-            return decode_cursor(str(value), AUDIT_CURSOR_PREFIX)
-        except ValueError as error:
-            raise ValidationError(errors.INVALID_CURSOR.message) from error
-
-
-def _user_id() -> fields.Integer:
-    return fields.Integer(
-        load_default=None,
-        strict=False,
-        error_messages={"invalid": errors.INVALID_ID.message},
-        validate=validate.Range(1, MAX_ID, error=errors.INVALID_ID.message),
-    )
-
-
 class AuditEventsArgs(Schema):
-    first = fields.Integer(
-        load_default=20,
-        validate=validate.Range(
-            1, audit.MAX_PAGE_SIZE, error=errors.PAGE_SIZE_OUT_OF_RANGE.message
-        ),
-    )
-    after = AuditCursorField(load_default=None)
-    target_user_id = _user_id()
-    actor_user_id = _user_id()
+    first = page_size(audit.MAX_PAGE_SIZE)
+    after = CursorField(AUDIT_CURSOR_PREFIX, load_default=None)
+    target_user_id = user_id(load_default=None)
+    actor_user_id = user_id(load_default=None)
     action = fields.String(load_default=None, validate=validate.Length(max=64))
 
 

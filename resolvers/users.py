@@ -8,7 +8,7 @@ from db import models
 from resolvers.selection import selected_names
 from schema import errors
 from schema.context import Context
-from schema.types.pagination import MAX_ID, decode_cursor
+from schema.types.pagination import MAX_ID, USER_CURSOR_PREFIX, decode_cursor
 from schema.types.users import (
     CreateUserInput,
     CreateUserResult,
@@ -40,30 +40,44 @@ _REQUIRED_MESSAGES: dict[str, str | list[Any] | dict[Any, Any]] = {
 
 
 class CursorField(fields.Field[int]):
+    """A cursor of one connection: `prefix` names its kind of row (schema.types.pagination)."""
+
+    def __init__(self, prefix: str = USER_CURSOR_PREFIX, **options: Any) -> None:
+        super().__init__(**options)
+        self._prefix = prefix
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         try:
-            return decode_cursor(value)
+            return decode_cursor(value, self._prefix)
         except ValueError as error:
             raise ValidationError(errors.INVALID_CURSOR.message) from error
 
 
-class UsersArgs(Schema):
-    first = fields.Integer(
+def page_size(maximum: int) -> fields.Integer:
+    """`first`, as every connection takes it."""
+    return fields.Integer(
         load_default=20,
-        validate=validate.Range(
-            1, user_service.MAX_PAGE_SIZE, error=errors.PAGE_SIZE_OUT_OF_RANGE.message
-        ),
+        validate=validate.Range(1, maximum, error=errors.PAGE_SIZE_OUT_OF_RANGE.message),
     )
+
+
+def user_id(**options: Any) -> fields.Integer:
+    """A user's id as an argument takes it: an ID, so a string of digits too."""
+    return fields.Integer(
+        strict=False,
+        error_messages={"invalid": errors.INVALID_ID.message},
+        validate=validate.Range(1, MAX_ID, error=errors.INVALID_ID.message),
+        **options,
+    )
+
+
+class UsersArgs(Schema):
+    first = page_size(user_service.MAX_PAGE_SIZE)
     after = CursorField(load_default=None)
 
 
 class UserArgs(Schema):
-    id = fields.Integer(
-        required=True,
-        strict=False,
-        error_messages={"invalid": errors.INVALID_ID.message},
-        validate=validate.Range(1, MAX_ID, error=errors.INVALID_ID.message),
-    )
+    id = user_id(required=True)
 
 
 def _storable(value: str) -> None:

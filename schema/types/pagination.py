@@ -6,17 +6,17 @@ import strawberry
 # Ids are INTEGER columns; a cursor naming a larger one cannot point at a row and would
 # overflow SQLite's parameter binding.
 MAX_ID = 2**31 - 1
-_CURSOR_PREFIX = "user:"
+USER_CURSOR_PREFIX = "user:"
 AUDIT_CURSOR_PREFIX = "audit:"
 """A connection's cursors name its kind of row, so one connection's cursor means nothing to
 another."""
 
 
-def encode_cursor(row_id: int, prefix: str = _CURSOR_PREFIX) -> str:
+def encode_cursor(row_id: int, prefix: str = USER_CURSOR_PREFIX) -> str:
     return base64.urlsafe_b64encode(f"{prefix}{row_id}".encode()).decode()
 
 
-def decode_cursor(cursor: str, prefix: str = _CURSOR_PREFIX) -> int:
+def decode_cursor(cursor: str, prefix: str = USER_CURSOR_PREFIX) -> int:
     """The row id inside a cursor; ValueError when the cursor is not one of ours."""
     try:
         text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
