@@ -18,7 +18,7 @@ from db.migrations import MigrationsNotFound, upgrade
 from db.session import make_engine, make_session_factory, wait_for_database
 from services import auth, sessions
 from services import users as user_service
-from services.errors import AccountDeactivated, ProvisioningError
+from services.errors import AccountDeactivated, ProvisioningError, ServiceError
 from services.unit_of_work import UnitOfWork
 from settings import ConfigError, Settings
 from web.request_log import configure_logging
@@ -84,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, MigrationsNotFound, schema_tools.MarkersMissing) as error:
         print(f"userql: configuration error: {error}", file=sys.stderr)  # noqa: T201
         return 2
+    except ServiceError as error:
+        # The database is down, or too slow: a sentence for the operator, not a traceback.
+        print(f"userql: {error}", file=sys.stderr)  # noqa: T201
+        return 1
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

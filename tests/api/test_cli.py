@@ -273,3 +273,24 @@ def test_the_readme_curl_works_against_a_real_server(running_server: tuple[str, 
     page = urllib.request.Request(url, headers={"accept": "text/html"})
     with urllib.request.urlopen(page, timeout=10) as response:
         assert "graphiql" in response.read().decode().lower()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["issue-token", "--email", "ada@example.com"],
+        ["issue-session", "--email", "ada@example.com"],
+        ["create-admin", "--email", "ada@example.com", "--name", "Ada"],
+        ["seed"],
+    ],
+)
+def test_an_unreachable_database_is_a_sentence_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    # Nothing listens on port 1: the connection is refused at once.
+    monkeypatch.setenv("DATABASE_URL", "mysql+pymysql://root@127.0.0.1:1/gone")
+    monkeypatch.setenv("USERQL_ENV", "development")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "userql: The database is unavailable; try again shortly."
+    assert "Traceback" not in err
