@@ -1,7 +1,8 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text
+from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -10,6 +11,7 @@ from db.base import MYSQL_TABLE_OPTIONS, Base, UTCDateTime, utc_now
 NAME_MAX_LENGTH = 80
 USER_AGENT_MAX_LENGTH = 255
 AUDIT_OPERATION_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 # RFC 5321's limit on a forward path, the longest address that can receive mail.
 EMAIL_MAX_LENGTH = 254
 
@@ -101,3 +103,35 @@ class AuditEvent(Base):
     target_user_id: Mapped[int | None] = mapped_column()
     changes: Mapped[str] = mapped_column(Text())
     """JSON: each changed field's {"before": ..., "after": ...}."""
+
+
+class IdempotencyKey(Base):
+    """A mutation's answer, kept under the key its caller sent, for the caller's retries. The
+    row is written in the mutation's own transaction: it exists exactly when the change does."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("principal", "key"),
+        Index("ix_idempotency_keys_expires_at", "expires_at"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    principal: Mapped[str] = mapped_column(String(64))
+    """Whose key: `user:<id>`, or `address:<client address>` for a caller without a token."""
+    # Visible ASCII, compared byte for byte: a key is opaque, and "a" is not "A".
+    key: Mapped[str] = mapped_column(
+        String(IDEMPOTENCY_KEY_MAX_LENGTH).with_variant(
+            mysql.VARCHAR(IDEMPOTENCY_KEY_MAX_LENGTH, charset="ascii", collation="ascii_bin"),
+            "mysql",
+            "mariadb",
+        )
+    )
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column()
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    body: Mapped[str | None] = mapped_column(
+        Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,10 +1,10 @@
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Transaction
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,17 @@ def _unavailable(error: BaseException) -> NoReturn:
     raise DatabaseUnavailable("The database is unavailable; try again shortly.") from error
 
 
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """For statements run outside a unit of work: the same errors as inside one."""
+    try:
+        yield
+    except _OUTAGES as error:
+        _unavailable(error)
+    except DeadlineExceeded as error:
+        raise RequestTimedOut("The request ran out of time; nothing was saved.") from error
+
+
 class UnitOfWork:
     """One database transaction: committed only by an explicit `commit()`, else rolled back.
 
@@ -41,9 +52,14 @@ class UnitOfWork:
         read_only: bool = False,
         connection_factory: Callable[[], Connection | None] | None = None,
         trail: audit.AuditTrail = audit.UNATTRIBUTED,
+        held: Callable[[], None] | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._trail = trail
+        self._held = held
+        """Set while the request holds its writes (RequestConnection.hold): commit() then
+        only flushes, and a failure rolls the held transaction back and calls this."""
+        self._committed = False
         self._connection_factory = connection_factory
         self._session: Session | None = None
         self._connection: Connection | None = None
@@ -84,6 +100,16 @@ class UnitOfWork:
         row = audit.event_row(self._trail, action, target_user_id, changed)
         self.connection().execute(audit.INSERT_EVENT, row)
 
+    def _abandon_hold(self, connection: Connection | None) -> None:
+        if self._held is None or (self._session is None and connection is None):
+            return  # wrote nothing
+        with contextlib.suppress(*_OUTAGES):
+            if self._session is not None:
+                self._session.rollback()
+            elif connection is not None and connection.in_transaction():
+                connection.rollback()
+        self._held()
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -94,10 +120,13 @@ class UnitOfWork:
         # everything the use case wrote is discarded. Unlike rollback() it does not expire
         # the loaded objects, so what a read service returns stays readable.
         connection, self._connection = self._connection, None
+        if self._held is not None and not self._committed:
+            self._abandon_hold(connection)
+        committed, self._committed = self._committed, False
         if self._session is not None:
             self._session.close()
             self._session = None
-        elif connection is not None and connection.in_transaction():
+        elif connection is not None and not committed and connection.in_transaction():
             # A connection that went away took what was not committed with it.
             with contextlib.suppress(*_OUTAGES):
                 connection.rollback()
@@ -112,6 +141,12 @@ class UnitOfWork:
         nothing was saved."""
         if self.read_only:
             raise RuntimeError("a read-only unit of work cannot commit; use unit_of_work()")
+        self._committed = True
+        if self._held is not None:
+            # The request commits its writes together (RequestConnection.release).
+            if self._session is not None:
+                self._session.commit()  # joined "rollback_only": it flushes, and no more
+            return
         if self._session is None and self._connection is not None:
             ending: Callable[[], None] = self._connection.commit
         else:
@@ -156,6 +191,9 @@ class RequestConnection:
         self._connection: Connection | None = None
         self._reads: Connection | None = None
         self._reads_with_writes = False
+        self._holding = False
+        self._held_savepoint: Transaction | None = None
+        self._hold_lost = False
 
     def expect_writes(self) -> None:
         """The request will probably write: its reads go on the writing connection, in the
@@ -170,10 +208,61 @@ class RequestConnection:
         )
 
     def unit_of_work(self) -> UnitOfWork:
-        """For services that write: in the request's transaction, which their commit ends."""
+        """For services that write: in the request's transaction, which their commit ends
+        (or, while the request holds its writes, `release()`)."""
         return UnitOfWork(
-            self._writing_session, connection_factory=self._checkout, trail=self._trail
+            self._writing_session,
+            connection_factory=self._checkout,
+            trail=self._trail,
+            held=self._lose_hold if self._holding else None,
         )
+
+    def hold(self) -> Connection:
+        """From now on the request's writes commit together, when `release()` says so, in
+        the transaction of the connection returned (for what the caller writes first: an
+        idempotency key's claim). A unit of work that fails rolls it all back."""
+        connection = self._checkout()
+        if connection is None:
+            # A factory bound to a connection (the tests'): its sessions use savepoints,
+            # and the hold is one more.
+            bind = self._session_factory.kw["bind"]
+            self._held_savepoint = bind.begin_nested()
+            connection = bind
+        elif not connection.in_transaction():
+            connection.begin()
+        self._holding = True
+        return connection
+
+    def release(self, write: Callable[[Connection, bool], None] | None) -> None:
+        """Ends the hold: `write(connection, lost)` runs in the held transaction (`lost`: a
+        failed unit of work rolled back what came before it), then it commits; without
+        `write`, everything is rolled back. Raises OutcomeUnknown as UnitOfWork.commit does."""
+        self._holding = False
+        savepoint, self._held_savepoint = self._held_savepoint, None
+        connection = self._checkout() or self._session_factory.kw["bind"]
+        lost, self._hold_lost = self._hold_lost, False
+        if write is None:
+            with contextlib.suppress(*_OUTAGES):
+                if savepoint is not None:
+                    savepoint.rollback()
+                elif connection.in_transaction():
+                    connection.rollback()
+            return
+        write(connection, lost)
+        if savepoint is not None:
+            savepoint.commit()
+            return
+        try:
+            connection.commit()
+        except _OUTAGES as error:
+            raise OutcomeUnknown(
+                "The database stopped answering while saving; the change may or may not have "
+                "been saved. Read it back before trying again."
+            ) from error
+
+    def _lose_hold(self) -> None:
+        if self._held_savepoint is None:
+            self._hold_lost = True  # the connection's transaction, claim and all, is gone
 
     def _reading_session(self) -> Session:
         connection = self._reading_connection()
@@ -196,6 +285,12 @@ class RequestConnection:
         connection = self._checkout()
         if connection is None:
             return self._session_factory()
+        if self._holding:
+            # The hold's transaction: the session flushes into it, and rolls it back if it
+            # fails, but commits nothing (see release()).
+            if not connection.in_transaction():
+                connection.begin()
+            return self._session_factory(bind=connection, join_transaction_mode="rollback_only")
         if connection.in_transaction():
             # The reads' transaction: the write continues it, and its commit or rollback
             # ends both (reads at READ COMMITTED promise nothing a transaction would keep).

@@ -92,6 +92,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
 
 
+def empty(connection: Connection) -> None:
+    """Every table's rows gone; sessions go with their users."""
+    for model in (models.IdempotencyKey, models.AuditEvent, models.User):
+        connection.execute(delete(model))
+
+
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
     """The test database, migrated once per run; a MySQL server that is down fails here."""
@@ -99,7 +105,7 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     with engine.begin() as connection:
         # A run that was killed may have left committed rows behind.
-        connection.execute(delete(models.User))
+        empty(connection)
     yield engine
     engine.dispose()
 
@@ -124,7 +130,7 @@ def committing_session_factory(engine: Engine) -> Iterator[sessionmaker[Session]
     """Real transactions on separate connections, for concurrency tests; emptied afterwards."""
     yield make_session_factory(engine)
     with engine.begin() as connection:
-        connection.execute(delete(models.User))
+        empty(connection)
 
 
 @pytest.fixture
