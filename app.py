@@ -90,6 +90,7 @@ def build_collaborators(
         google_signup_enabled=settings.google_signup_enabled,
         session_ttl_seconds=settings.session_ttl_seconds,
         audit_redact_email=settings.audit_redact_email,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         limits=settings.query_limits,
         exposure=ExposurePolicy(
             introspection=settings.introspection, field_suggestions=settings.field_suggestions

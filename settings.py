@@ -94,6 +94,8 @@ class Settings:
     """GOOGLE_HOSTED_DOMAIN: only accounts of this Google Workspace domain may sign in."""
     google_signup_enabled: bool = True
     audit_redact_email: bool = False
+    idempotency_ttl_seconds: int = 86400
+    """IDEMPOTENCY_TTL_SECONDS: how long a mutation's answer is kept for its Idempotency-Key."""
     """AUDIT_REDACT_EMAIL: audit events keep emails as their SHA-256, not as written."""
     """GOOGLE_SIGNUP_ENABLED: whether unknown people are registered on first sign-in."""
     google_certs_url: str = GOOGLE_CERTS_URL
@@ -193,6 +195,13 @@ class Settings:
             ),
             google_client_ids=_split(values.get("GOOGLE_CLIENT_IDS", "")),
             google_hosted_domain=values.get("GOOGLE_HOSTED_DOMAIN") or None,
+            idempotency_ttl_seconds=_parse_number(
+                "IDEMPOTENCY_TTL_SECONDS",
+                values.get("IDEMPOTENCY_TTL_SECONDS") or "86400",
+                int,
+                low=60,
+                high=2592000,
+            ),
             audit_redact_email=_parse_bool(
                 "AUDIT_REDACT_EMAIL", values.get("AUDIT_REDACT_EMAIL") or "false"
             ),

@@ -1,6 +1,6 @@
 """The `userql` command: serve, migrate, seed, create-admin, issue-token, issue-session,
-export-schema, schema check and healthcheck. Settings are read here once and handed on as
-plain values."""
+purge-idempotency-keys, export-schema, schema check and healthcheck. Settings are read here
+once and handed on as plain values."""
 
 import argparse
 import json
@@ -14,12 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import build_provisioner, build_token_service, create_app
 from cli import health, schema_tools
 from cli.seed import seed
+from db.base import utc_now
 from db.migrations import MigrationsNotFound, upgrade
 from db.session import make_engine, make_session_factory, wait_for_database
-from services import auth, sessions
+from services import auth, idempotency, sessions
 from services import users as user_service
 from services.errors import AccountDeactivated, ProvisioningError, ServiceError
-from services.unit_of_work import UnitOfWork
+from services.unit_of_work import UnitOfWork, database_errors
 from settings import ConfigError, Settings
 from web.request_log import configure_logging
 
@@ -64,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     )
     session.add_argument("--email", required=True)
     session.add_argument("--user-agent", default="userql issue-session")
+    commands.add_parser(
+        "purge-idempotency-keys", help="remove the idempotency keys whose time is up"
+    )
     probe = commands.add_parser(
         "healthcheck", help="exit 0 if /readyz answers 200 at the address gunicorn binds"
     )
@@ -116,6 +120,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _create_admin(args, settings, session_factory)
     if args.command == "issue-session":
         return _issue_session(args, settings, session_factory)
+    if args.command == "purge-idempotency-keys":
+        return _purge_idempotency_keys(session_factory)
     return _issue_token(args, settings, session_factory)
 
 
@@ -200,4 +206,11 @@ def _issue_session(
         "sessionId": str(started.session_id),
     }
     print(json.dumps(session, indent=2))  # noqa: T201
+    return 0
+
+
+def _purge_idempotency_keys(session_factory: sessionmaker[Session]) -> int:
+    with database_errors(), session_factory() as session, session.begin():
+        removed = idempotency.purge(session.connection(), utc_now())
+    print(f"removed {removed} expired idempotency keys")  # noqa: T201
     return 0

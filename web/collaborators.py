@@ -28,6 +28,7 @@ class Collaborators:
     google_signup_enabled: bool
     session_ttl_seconds: int
     audit_redact_email: bool
+    idempotency_ttl_seconds: int
     limits: QueryLimits
     exposure: ExposurePolicy
     rate_limiter: RateLimiter

@@ -1,5 +1,6 @@
 """The GraphQL view: body and media-type rules, context building, status mapping."""
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -12,6 +13,7 @@ from cross_web import HTTPException as GraphQLHTTPException
 from flask import Flask, Request, Response, g
 from flask.typing import ResponseReturnValue
 from flask_cors import CORS
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from strawberry.flask.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -22,11 +24,11 @@ from schema.context import Context
 from schema.errors import INTERNAL, mask_unexpected
 from schema.operation_log import RequestLog
 from schema.root import UserqlSchema
-from services import auth
+from services import auth, idempotency
 from services.audit import Actor, AuditTrail
-from services.errors import DatabaseUnavailable, Unauthenticated
+from services.errors import DatabaseUnavailable, OutcomeUnknown, RequestTimedOut, Unauthenticated
 from services.sessions import user_agent
-from services.unit_of_work import RequestConnection
+from services.unit_of_work import RequestConnection, database_errors
 from web.collaborators import Collaborators
 from web.errors import CODE_BY_STATUS, RETRY_AFTER_SECONDS, json_error
 from web.graphiql import graphiql_page
@@ -109,6 +111,9 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             AuditTrail(actor=self._actor, redact_email=collaborators.audit_redact_email),
         )
         self._principal = auth.ANONYMOUS
+        self._idempotency: tuple[str, str, str] | None = None
+        """While the request holds its writes for an Idempotency-Key: whose key, the key,
+        and the request's hash."""
         self._request_data: GraphQLRequestData | list[GraphQLRequestData] | None = None
 
     def get_context(self, request: Request, response: Response) -> Context:
@@ -124,6 +129,9 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             self._database.reading(), collaborators.tokens, token, with_row=with_row
         )
         self._principal = principal
+        header = request.headers.get("Idempotency-Key")
+        if header is not None:
+            self._claim(request, header, principal)
         log: RequestLog = current_globals().request_log
         log.principal_id = principal.user_id
         return Context(
@@ -141,6 +149,91 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             rate_limiter=collaborators.rate_limiter,
             client_address=request.remote_addr or "unknown",
         )
+
+    def _claim(self, request: Request, header: str, principal: auth.Principal) -> None:
+        """Claims the key for a request that runs a mutation (a key on a query is ignored);
+        raises _Replay with the stored answer of an earlier request that sent the same."""
+        operations = self._operations(request)
+        if not any(_is_mutation(document, name) for document, name, _ in operations):
+            return
+        key = idempotency.checked_key(header)
+        if principal.user_id is not None:
+            owner = f"user:{principal.user_id}"
+        else:
+            owner = f"address:{request.remote_addr or 'unknown'}"
+        digest = idempotency.request_hash(operations)
+        with database_errors():
+            connection = self._database.hold()
+            try:
+                stored = idempotency.claim(
+                    connection,
+                    principal=owner,
+                    key=key,
+                    digest=digest,
+                    now=self._collaborators.tokens.now(),
+                    ttl_seconds=self._collaborators.idempotency_ttl_seconds,
+                )
+            except BaseException:
+                self._database.release(None)
+                raise
+        if stored is not None:
+            with database_errors():
+                self._database.release(None)
+            raise _Replay(stored)
+        self._idempotency = (owner, key, digest)
+
+    def _operations(self, request: Request) -> list[tuple[str, str | None, Any]]:
+        data = self.parse_http_body(self.request_adapter_class(request))
+        operations = []
+        for item in data if isinstance(data, list) else [data]:
+            document = item.query or self._collaborators.documents.stored(item.extensions)
+            operations.append((document or "", item.operation_name, item.variables))
+        return operations
+
+    def _settle(self, response: Response) -> Response:
+        """Ends the held writes: committed with the answer stored under the key, or, for an
+        answer the client must not keep (5xx), rolled back whole."""
+        owner, key, digest = self._idempotency or ("", "", "")
+        self._idempotency = None
+        if response.status_code >= 500:
+            with database_errors():
+                self._database.release(None)
+            return response
+        if set(current_globals().request_log.error_codes) & idempotency.NOT_KEPT:
+            # An answer about the moment, not the request (an outage, a limit, a token):
+            # what ran is committed, and a retry runs again.
+            def forget(connection: Any, lost: bool) -> None:
+                idempotency.forget(connection, principal=owner, key=key)
+
+            with database_errors():
+                self._database.release(forget)
+            return response
+        answer = idempotency.StoredAnswer(
+            status=response.status_code,
+            content_type=response.content_type or "application/json",
+            body=response.get_data(),
+        )
+        now = self._collaborators.tokens.now()
+        ttl = self._collaborators.idempotency_ttl_seconds
+
+        def write(connection: Any, lost: bool) -> None:
+            idempotency.settle(
+                connection,
+                principal=owner,
+                key=key,
+                digest=digest,
+                answer=answer,
+                now=now,
+                ttl_seconds=ttl,
+                lost=lost,
+            )
+
+        try:
+            with database_errors():
+                self._database.release(write)
+        except (OutcomeUnknown, DatabaseUnavailable, RequestTimedOut) as error:
+            return json_error(str(error), error.code, 503)
+        return response
 
     def _actor(self) -> Actor:
         """Who the request's changes are by, for the audit log: asked when an event is
@@ -263,8 +356,15 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
 
     def dispatch_request(self) -> ResponseReturnValue:
         try:
-            return self._run()
+            response = self._run()
+            if self._idempotency is not None and isinstance(response, Response):
+                response = self._settle(response)
+            return response
         finally:
+            if self._idempotency is not None:
+                self._idempotency = None
+                with contextlib.suppress(Exception):
+                    self._database.release(None)
             self._database.close()
 
     def _run(self) -> ResponseReturnValue:
@@ -276,6 +376,15 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             if error.status_code == 405:
                 response.headers["Allow"] = "POST"
             return response
+        except _Replay as replay:
+            stored = replay.answer
+            response = Response(stored.body, status=stored.status, content_type=stored.content_type)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        except idempotency.InvalidIdempotencyKey as error:
+            return json_error(str(error), error.code, 400)
+        except idempotency.IdempotencyKeyReused as error:
+            return json_error(str(error), error.code, 422)
         except Unauthenticated as error:
             # RFC 6750: the client must get (or refresh) a token before trying again.
             response = json_error(str(error), error.code, 401)
@@ -286,6 +395,24 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             response = json_error(str(error), error.code, 503)
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
             return response
+
+
+class _Replay(Exception):
+    """An earlier request with the same Idempotency-Key answered this one already."""
+
+    def __init__(self, answer: idempotency.StoredAnswer) -> None:
+        super().__init__("replayed")
+        self.answer = answer
+
+
+def _is_mutation(document: str, operation_name: str | None) -> bool:
+    if not _MUTATION.search(document):
+        return False
+    try:
+        operation = get_operation_ast(parse(document), operation_name)
+    except GraphQLError:
+        return False  # the request fails the usual way, and changes nothing
+    return operation is not None and operation.operation is OperationType.MUTATION
 
 
 def _require_json_content_type(content_type: str | None) -> None:

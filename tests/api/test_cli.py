@@ -5,12 +5,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from flask import Flask
+from sqlalchemy import insert, select
 
 from app import build_token_service
 from cli import SOURCE_ROOT, main, parser
@@ -21,6 +23,8 @@ from cli.schema_tools import (
     ROLE_SCHEMAS_START,
     role_schemas_markdown,
 )
+from db import models
+from db.session import make_engine
 from schema.permissions import permission_matrix
 from schema.root import schema
 from services.auth import Access
@@ -294,3 +298,28 @@ def test_an_unreachable_database_is_a_sentence_not_a_traceback(
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == "userql: The database is unavailable; try again shortly."
     assert "Traceback" not in err
+
+
+def test_purge_idempotency_keys_removes_the_expired_ones_only(
+    migrated: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(migrated)
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "principal": "user:1",
+            "key": name,
+            "request_hash": "0" * 64,
+            "created_at": now - timedelta(days=2),
+            "expires_at": now + timedelta(seconds=offset),
+        }
+        for name, offset in (("old", -60), ("older", -3600), ("fresh", 3600))
+    ]
+    with engine.begin() as connection:
+        connection.execute(insert(models.IdempotencyKey), rows)
+    assert main(["purge-idempotency-keys"]) == 0
+    assert capsys.readouterr().out.strip() == "removed 2 expired idempotency keys"
+    with engine.connect() as connection:
+        left = connection.scalars(select(models.IdempotencyKey.key)).all()
+    engine.dispose()
+    assert left == ["fresh"]
