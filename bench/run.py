@@ -50,7 +50,7 @@ WORKLOADS = {
     "W3 walk by cursor": "w3_walk.lua",
     "W4 createUser": "w4_create.lua",
     "W5 updateUser": "w5_update.lua",
-    "W4K createUser, Idempotency-Key": "w4k_create_keyed.lua",
+    "W4K createUser with a key": "w4k_create_keyed.lua",
 }
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
