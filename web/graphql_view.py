@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -405,6 +406,8 @@ class _Replay(Exception):
         self.answer = answer
 
 
+# A client sends the same few documents again and again: each is parsed once for this.
+@functools.lru_cache(maxsize=512)
 def _is_mutation(document: str, operation_name: str | None) -> bool:
     if not _MUTATION.search(document):
         return False
