@@ -7,8 +7,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import create_app
@@ -89,3 +91,46 @@ def test_gql_introspects_and_validates_locally(live: dict[str, str]) -> None:
     assert report["local_error"] == "Cannot query field 'passwordHash' on type 'User'."
     # Introspection and the valid query went out; the broken document never did.
     assert report["requests_sent"] == 2
+
+
+def _same_user_once(report: dict[str, Any], session_factory: sessionmaker[Session]) -> None:
+    assert report["replayed"] == [False, True]
+    assert report["first"] == report["retry"]
+    created = report["first"]["createUser"]
+    assert created["__typename"] == "CreateUserSuccess"
+    with session_factory() as session:
+        emails = session.scalars(
+            select(models.User.email).where(models.User.email == created["user"]["email"])
+        ).all()
+    assert len(emails) == 1
+
+
+def test_apollo_client_sends_an_idempotency_key(
+    live: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    node = shutil.which("node")
+    assert node
+    run = subprocess.run(
+        [node, "idempotent-mutation.mjs"],
+        cwd=EXAMPLES / "apollo-client",
+        env=live,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    _same_user_once(json.loads(run.stdout), session_factory)
+
+
+def test_gql_sends_an_idempotency_key(
+    live: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / "python-gql" / "idempotent_mutation.py")],
+        env=live,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    _same_user_once(json.loads(run.stdout), session_factory)
