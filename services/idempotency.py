@@ -78,6 +78,18 @@ def request_hash(operations: list[tuple[str, str | None, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _claim_row(
+    principal: str, key: str, digest: str, now: datetime, ttl_seconds: int
+) -> dict[str, Any]:
+    return {
+        "principal": principal,
+        "key": key,
+        "request_hash": digest,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=ttl_seconds),
+    }
+
+
 def claim(
     connection: Connection,
     *,
@@ -94,13 +106,7 @@ def claim(
     if _last_purge is None or (now - _last_purge).total_seconds() >= PURGE_EVERY_SECONDS:
         _last_purge = now
         _purge(connection, now, limit=PURGED_PER_CLAIM)
-    row = {
-        "principal": principal,
-        "key": key,
-        "request_hash": digest,
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=ttl_seconds),
-    }
+    row = _claim_row(principal, key, digest, now, ttl_seconds)
     try:
         # MySQL and SQLite refuse the statement, not the transaction: no savepoint needed.
         connection.execute(insert(KEYS), row)
@@ -166,15 +172,8 @@ def settle(
     commit. `lost`: a failed unit of work rolled the claim back with its own writes, so it is
     claimed again; if another request has claimed the key meanwhile, its answer stands."""
     if lost:
-        row = {
-            "principal": principal,
-            "key": key,
-            "request_hash": digest,
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=ttl_seconds),
-        }
         try:
-            connection.execute(insert(KEYS), row)
+            connection.execute(insert(KEYS), _claim_row(principal, key, digest, now, ttl_seconds))
         except IntegrityError:
             return
     store(connection, principal=principal, key=key, answer=answer)
