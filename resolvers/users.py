@@ -167,7 +167,7 @@ def user(info: Info, id: strawberry.ID) -> User | None:
     return None if found is None else as_user(found)
 
 
-def _target_id(id: strawberry.ID) -> int:
+def target_id(id: strawberry.ID) -> int:
     """The user a mutation names; a malformed id names nobody (the rule has already checked
     that the caller may name other users)."""
     try:
@@ -197,29 +197,22 @@ def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> Update
     args = UPDATE_USER_ARGS.load(given)
     updated = user_service.update_user(
         info.context.uow(),
-        user_id=_target_id(id),
+        user_id=target_id(id),
         changes=user_service.UserChanges(**args),
     )
     return UpdateUserSuccess(user=as_user(updated))
 
 
-def _actor(info: Info) -> int:
-    actor = info.context.principal.user_id
-    if actor is None:  # the rule admits signed-in callers only
-        raise RuntimeError("an ADMIN mutation ran without a caller")
-    return actor
-
-
 def deactivate_user(info: Info, id: strawberry.ID) -> DeactivateUserResult:
     changed = user_service.set_active(
-        info.context.uow(), actor_id=_actor(info), user_id=_target_id(id), active=False
+        info.context.uow(), actor_id=info.context.caller_id(), user_id=target_id(id), active=False
     )
     return DeactivateUserSuccess(user=as_user(changed))
 
 
 def reactivate_user(info: Info, id: strawberry.ID) -> ReactivateUserResult:
     changed = user_service.set_active(
-        info.context.uow(), actor_id=_actor(info), user_id=_target_id(id), active=True
+        info.context.uow(), actor_id=info.context.caller_id(), user_id=target_id(id), active=True
     )
     return ReactivateUserSuccess(user=as_user(changed))
 
@@ -228,7 +221,7 @@ def delete_user(info: Info, id: strawberry.ID) -> DeleteUserResult:
     removed = user_service.delete_user(
         info.context.uow(),
         info.context.provisioner,
-        actor_id=_actor(info),
-        user_id=_target_id(id),
+        actor_id=info.context.caller_id(),
+        user_id=target_id(id),
     )
     return DeleteUserSuccess(id=strawberry.ID(str(removed.id)))

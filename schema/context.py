@@ -31,6 +31,12 @@ class Context:
     signed_in: set[int] = field(default_factory=set)
     """Users the caller proved to be during this request (by signing in as them)."""
 
+    def caller_id(self) -> int:
+        """The signed-in caller's id, for fields whose rule admits signed-in callers only."""
+        if self.principal.user_id is None:
+            raise RuntimeError("a field for signed-in callers ran without one")
+        return self.principal.user_id
+
     def is_caller(self, user_id: int) -> bool:
         return user_id == self.principal.user_id or user_id in self.signed_in
 

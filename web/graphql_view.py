@@ -252,13 +252,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         return graphiql_page(with_role_switcher=self._collaborators.development_tokens)
 
     def _documents(self, request: Request) -> list[str]:
-        data = self.parse_http_body(self.request_adapter_class(request))
-        documents = []
-        for item in data if isinstance(data, list) else [data]:
-            document = item.query or self._collaborators.documents.stored(item.extensions)
-            if document is not None:
-                documents.append(document)
-        return documents
+        return [document for document, _, _ in self._operations(request) if document]
 
     def parse_http_body(self, request: SyncHTTPRequestAdapter) -> Any:
         # Parsed once, when the context is built, where authentication learns from the
