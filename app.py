@@ -7,6 +7,7 @@ import redis
 import urllib3
 from flask import Flask
 from google.auth.transport.urllib3 import Request as Urllib3Request
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -17,23 +18,27 @@ from schema.limits import ExposurePolicy
 from schema.root import executable_schema
 from services import auth, documents
 from services.google import CachingRequest, GoogleIdTokenVerifier
+from services.metrics import MetricsAccess, OperationNames
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
 from services.rate_limit import RateLimiter, RedisCounter
 from services.shared_redis import SharedRedis
+from services.telemetry import Telemetry, otlp_tracer_provider
 from settings import ConfigError, Environment, Settings
-from web import errors, graphiql, graphql_view, health, request_log
+from web import errors, graphiql, graphql_view, health, persisted, request_log, telemetry
 from web.collaborators import Collaborators
 from web.persisted import DocumentAdmission
 
 logger = logging.getLogger("userql")
 
 
-def build_provisioner(settings: Settings) -> Provisioner:
+def build_provisioner(settings: Settings, instruments: Telemetry | None = None) -> Provisioner:
     if settings.provisioning_webhook_url is None:
         return NoopProvisioner()
     try:
         return WebhookProvisioner(
-            settings.provisioning_webhook_url, timeout_seconds=settings.provisioning_timeout_seconds
+            settings.provisioning_webhook_url,
+            timeout_seconds=settings.provisioning_timeout_seconds,
+            telemetry=instruments,
         )
     except ValueError as error:
         raise ConfigError(f"USER_PROVISIONING_WEBHOOK_URL: {error}") from None
@@ -55,10 +60,12 @@ def build_token_service(settings: Settings) -> auth.TokenService:
         raise ConfigError(f"JWT settings: {error}") from None
 
 
-def build_google_verifier(settings: Settings) -> GoogleIdTokenVerifier:
+def build_google_verifier(
+    settings: Settings, instruments: Telemetry | None = None
+) -> GoogleIdTokenVerifier:
     return GoogleIdTokenVerifier(
         client_ids=settings.google_client_ids,
-        request=CachingRequest(Urllib3Request(urllib3.PoolManager())),
+        request=CachingRequest(Urllib3Request(urllib3.PoolManager()), telemetry=instruments),
         certs_url=settings.google_certs_url,
         hosted_domain=settings.google_hosted_domain,
         leeway_seconds=settings.jwt_leeway_seconds,
@@ -75,18 +82,28 @@ def build_redis(settings: Settings) -> SharedRedis | None:
     return SharedRedis(client)
 
 
+def build_telemetry(settings: Settings, provider: TracerProvider | None = None) -> Telemetry:
+    """Traces when TRACING is on (to `provider`, else over OTLP), metrics unless
+    METRICS_ACCESS is off."""
+    if provider is None and settings.tracing:
+        provider = otlp_tracer_provider()
+    return Telemetry.build(provider, metrics=settings.metrics_access is not MetricsAccess.OFF)
+
+
 def build_collaborators(
     settings: Settings,
     session_factory: sessionmaker[Session],
     reading_engine: Engine | None = None,
+    instruments: Telemetry | None = None,
 ) -> Collaborators:
     shared = build_redis(settings)
+    instruments = instruments or Telemetry()
     return Collaborators(
         session_factory=session_factory,
         reading_engine=reading_engine,
-        provisioner=build_provisioner(settings),
+        provisioner=build_provisioner(settings, instruments),
         tokens=build_token_service(settings),
-        google=build_google_verifier(settings),
+        google=build_google_verifier(settings, instruments),
         google_signup_enabled=settings.google_signup_enabled,
         session_ttl_seconds=settings.session_ttl_seconds,
         audit_redact_email=settings.audit_redact_email,
@@ -107,14 +124,19 @@ def build_collaborators(
             else documents.MemoryDocumentStore(),
             trusted=settings.trusted_documents,
         ),
+        telemetry=instruments,
     )
 
 
 def create_app(
-    settings: Settings | None = None, *, session_factory: sessionmaker[Session] | None = None
+    settings: Settings | None = None,
+    *,
+    session_factory: sessionmaker[Session] | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Flask:
     """The WSGI app. Under gunicorn, each worker calls this after the fork, so every worker
-    builds its own engines and no connection is shared across processes."""
+    builds its own engines, and its own trace exporter, and shares no connection with
+    another. `tracer_provider` turns tracing on with spans going there instead."""
     settings = settings or Settings.from_env()
     request_log.configure_logging(settings.log_level)
     if session_factory is None:
@@ -126,13 +148,29 @@ def create_app(
         )
     else:
         reading_engine, readiness_factory = None, session_factory
-    collaborators = build_collaborators(settings, session_factory, reading_engine)
+    instruments = build_telemetry(settings, tracer_provider)
+    # The bind is an Engine, or in the tests a Connection of one (whose events are its).
+    instruments.instrument_engine(session_factory.kw["bind"].engine, "writes")
+    if reading_engine is not None:
+        instruments.instrument_engine(reading_engine, "reads")
+    collaborators = build_collaborators(settings, session_factory, reading_engine, instruments)
     app = Flask(__name__)
     # Werkzeug answers 413 (as JSON, below) before a larger body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     if proxies := settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     request_log.register(app, request_timeout_seconds=settings.request_timeout_seconds)
+    telemetry.register(
+        app,
+        instruments,
+        access=settings.metrics_access,
+        token=settings.metrics_token,
+        operation_names=OperationNames(
+            None
+            if settings.trusted_documents is None
+            else persisted.operation_names(settings.trusted_documents)
+        ),
+    )
     graphql_view.register(
         app,
         executable_schema(fast_execution=settings.fast_execution),

@@ -6,6 +6,8 @@ Run: gunicorn 'app:create_app()'. Every value below can be set from the environm
 import gc
 import importlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,18 @@ max_requests = _whole("GUNICORN_MAX_REQUESTS", 10000)
 max_requests_jitter = max_requests // 10
 
 
+# /metrics adds up every worker's counts through prometheus-client's multiprocess mode: each
+# worker writes its own files here. The library picks its mode when first imported, which
+# on_starting below does in the master, so the directory is named now; it lives in memory
+# where there is /dev/shm, and a run of our own removes it on exit.
+_METRICS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+_metrics_directory_is_ours = not os.environ.get(_METRICS_DIRECTORY_VARIABLE)
+if _metrics_directory_is_ours:
+    os.environ[_METRICS_DIRECTORY_VARIABLE] = tempfile.mkdtemp(
+        prefix="userql-metrics-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
+    )
+
+
 def on_starting(server: Any) -> None:
     """Imports the app's module once, in the master, so that every worker forks with it.
 
@@ -63,9 +77,24 @@ def on_starting(server: Any) -> None:
     Only the module: each worker still builds its own app, engine and pools after the fork.
     Frozen, the imported objects are left out of every collection.
     """
+    # Counts of an earlier run would be added to this one's.
+    for stale in Path(os.environ[_METRICS_DIRECTORY_VARIABLE]).glob("*.db"):
+        stale.unlink()
     module, _, _ = str(server.app.app_uri).partition(":")
     importlib.import_module(module)
     gc.freeze()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A gone worker's gauges (connections in use) stop counting; its counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    if _metrics_directory_is_ours:
+        shutil.rmtree(os.environ[_METRICS_DIRECTORY_VARIABLE], ignore_errors=True)
 
 
 def post_worker_init(worker: Any) -> None:

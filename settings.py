@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
@@ -23,6 +23,7 @@ from services import auth, documents
 from services.google import (
     GOOGLE_CERTS_URL,
 )
+from services.metrics import MetricsAccess
 from services.rate_limit import Rate
 
 DEV_SECRET_FILE = INSTANCE_DIR / "dev-jwt-secret"
@@ -34,6 +35,8 @@ EXAMPLE_SECRETS = frozenset(
         "secret",
     }
 )
+# A scraper's bearer token: long enough that guessing it is hopeless.
+MIN_METRICS_TOKEN = 16
 
 
 class ConfigError(Exception):
@@ -143,6 +146,12 @@ class Settings:
     """TRUSTED_PROXIES: how many proxies in front set X-Forwarded-For (for client addresses)."""
     trusted_documents: Mapping[str, str] | None = None
     """TRUSTED_DOCUMENTS: a JSON manifest {sha256: document}; non-admins may run only these."""
+    metrics_access: MetricsAccess = MetricsAccess.OFF
+    """METRICS_ACCESS: off, loopback or token: who may read /metrics (development: loopback)."""
+    metrics_token: str | None = None
+    """METRICS_TOKEN: the bearer token /metrics asks for when METRICS_ACCESS=token."""
+    tracing: bool = False
+    """TRACING: export OpenTelemetry traces over OTLP/HTTP (on when an OTLP endpoint is set)."""
 
     @classmethod
     def from_env(
@@ -269,7 +278,30 @@ class Settings:
                 "TRUSTED_PROXIES", values.get("TRUSTED_PROXIES", "0"), int, low=0, high=10
             ),
             trusted_documents=_trusted_documents(values.get("TRUSTED_DOCUMENTS")),
+            **_telemetry(values, development=development),
         )
+
+
+def _telemetry(values: _Layered, *, development: bool) -> dict[str, Any]:
+    access = _parse_choice(
+        MetricsAccess,
+        "METRICS_ACCESS",
+        values.get("METRICS_ACCESS") or ("loopback" if development else "off"),
+    )
+    token = values.get("METRICS_TOKEN") or None
+    if access is MetricsAccess.TOKEN and (token is None or len(token) < MIN_METRICS_TOKEN):
+        raise ConfigError(
+            f"METRICS_ACCESS=token needs METRICS_TOKEN of {MIN_METRICS_TOKEN} characters or more"
+        )
+    # The OpenTelemetry SDK's own switches: an endpoint turns export on, OTEL_SDK_DISABLED
+    # turns it off whatever else is set.
+    endpoint = values.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or values.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    tracing = _parse_bool("TRACING", values.get("TRACING") or str(bool(endpoint)))
+    if _parse_bool("OTEL_SDK_DISABLED", values.get("OTEL_SDK_DISABLED") or "false"):
+        tracing = False
+    return {"metrics_access": access, "metrics_token": token, "tracing": tracing}
 
 
 def _pool_options(values: _Layered) -> PoolOptions:
@@ -304,7 +336,10 @@ def _query_limits(values: _Layered) -> QueryLimits:
     )
 
 
-def _parse_choice(kind: type[IntrospectionPolicy], name: str, raw: str) -> IntrospectionPolicy:
+Choice = TypeVar("Choice", bound=enum.Enum)
+
+
+def _parse_choice(kind: type[Choice], name: str, raw: str) -> Choice:
     try:
         return kind(raw.strip().lower())
     except ValueError:

@@ -1,5 +1,7 @@
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Tracer
+
 from schema.limits import ExposurePolicy, QueryLimits
 from schema.operation_log import RequestLog
 from services.auth import Principal, TokenService
@@ -28,6 +30,8 @@ class Context:
     exposure: ExposurePolicy
     rate_limiter: RateLimiter
     client_address: str
+    tracer: Tracer | None
+    """Traces each operation (schema.operation_log), when tracing is on."""
     signed_in: set[int] = field(default_factory=set)
     """Users the caller proved to be during this request (by signing in as them)."""
 

@@ -390,7 +390,12 @@ class QueryLimitsExtension(SchemaExtension):
         execution = self.execution_context
         if execution.query is not None:
             key = (execution.query, execution.context.limits.max_tokens)
-            execution.graphql_document = _PARSED.get(key)
+            execution.graphql_document = document = _PARSED.get(key)
+            log = execution.context.log
+            if document is None:
+                log.document_cache_misses += 1
+            else:
+                log.document_cache_hits += 1
         yield
 
     def on_validate(self) -> Iterator[None]:

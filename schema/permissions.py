@@ -25,6 +25,7 @@ from schema.context import Context
 from schema.types.users import User
 from services.auth import Access, Principal
 from services.errors import Forbidden, Unauthenticated
+from services.rate_limit import RateLimited
 
 ROOT_TYPES = ("Query", "Mutation")
 USER_TYPE = get_object_definition(User, strict=True).name
@@ -168,7 +169,11 @@ class RateLimit(FieldExtension):
         identities = [f"address:{context.client_address}"]
         if context.principal.user_id is not None:
             identities.append(f"user:{context.principal.user_id}")
-        context.rate_limiter.check(self._bucket, *identities)
+        try:
+            context.rate_limiter.check(self._bucket, *identities)
+        except RateLimited:
+            context.log.rate_limited.append(self._bucket)
+            raise
         return next_(source, info, **kwargs)
 
 

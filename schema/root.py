@@ -21,8 +21,9 @@ from services.auth import Access
 
 BATCH_CEILING = 100
 
-# ErrorCodes first: it wraps the others, so it sees every error they produce.
-EXTENSIONS: tuple[type[SchemaExtension], ...] = (ErrorCodes, QueryLimitsExtension, OperationLog)
+# OperationLog outermost, so that its span covers the whole operation and ends with every
+# error coded; then ErrorCodes, which wraps the limits and so sees every error they produce.
+EXTENSIONS: tuple[type[SchemaExtension], ...] = (OperationLog, ErrorCodes, QueryLimitsExtension)
 
 
 class UserqlSchema(strawberry.Schema):

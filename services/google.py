@@ -26,6 +26,7 @@ from services.errors import (
 )
 from services.provisioning import Provisioner
 from services.sessions import SessionTokens, start_session
+from services.telemetry import Telemetry
 from services.text import storable
 from services.unit_of_work import UnitOfWork
 from services.users import create_user, normalize_email
@@ -67,9 +68,16 @@ class CachingRequest(transport.Request):
     process and refetches only when it has expired.
     """
 
-    def __init__(self, inner: transport.Request, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        inner: transport.Request,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        telemetry: Telemetry | None = None,
+    ):
         self._inner = inner
         self._clock = clock
+        self._telemetry = telemetry or Telemetry()
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, _CachedResponse]] = {}
 
@@ -91,9 +99,19 @@ class CachingRequest(transport.Request):
             cached = self._cache.get(url)
             if cached is not None and cached[0] > self._clock():
                 return cached[1]
-            fetched = self._inner(
-                url, method="GET", headers=headers, timeout=timeout or CERTS_FETCH_TIMEOUT_SECONDS
-            )
+            sent = dict(headers or {})
+            with self._telemetry.outgoing("GET", url, sent) as call:
+                try:
+                    fetched = self._inner(
+                        url,
+                        method="GET",
+                        headers=sent,
+                        timeout=timeout or CERTS_FETCH_TIMEOUT_SECONDS,
+                    )
+                except Exception as error:
+                    call.error = type(error).__name__
+                    raise
+                call.status = fetched.status
             response = _CachedResponse(fetched.status, dict(fetched.headers), fetched.data)
             if response.status == 200:
                 self._cache[url] = (self._clock() + _max_age(response.headers), response)

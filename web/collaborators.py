@@ -12,6 +12,7 @@ from services.google import (
 )
 from services.provisioning import Provisioner
 from services.rate_limit import RateLimiter
+from services.telemetry import Telemetry
 from web.persisted import DocumentAdmission
 
 
@@ -37,3 +38,4 @@ class Collaborators:
     development_tokens: bool
     """GraphiQL's role switcher may mint short-lived tokens (development only)."""
     documents: DocumentAdmission
+    telemetry: Telemetry

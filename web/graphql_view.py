@@ -149,6 +149,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             exposure=collaborators.exposure,
             rate_limiter=collaborators.rate_limiter,
             client_address=request.remote_addr or "unknown",
+            tracer=collaborators.telemetry.tracer,
         )
 
     def _claim(self, request: Request, header: str, principal: auth.Principal) -> None:
@@ -288,7 +289,9 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        document = self._collaborators.documents.admit(request_data, context.principal.role)
+        document = self._collaborators.documents.admit(
+            request_data, context.principal.role, context.log
+        )
         if isinstance(document, ExecutionResult):
             return document
         try:

@@ -4,10 +4,11 @@ Queries), or refused because a trusted-documents manifest does not hold it."""
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError, OperationDefinitionNode, parse
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
+from schema.operation_log import RequestLog
 from services import auth, documents
 
 # Apollo Client's persisted-query link recognises the not-found error by this exact message.
@@ -27,7 +28,9 @@ class DocumentAdmission:
     trusted: Mapping[str, str] | None
     """The trusted-documents manifest; when set, only ADMINs may run or register others."""
 
-    def admit(self, data: GraphQLRequestData, role: auth.Access) -> str | ExecutionResult | None:
+    def admit(
+        self, data: GraphQLRequestData, role: auth.Access, log: RequestLog
+    ) -> str | ExecutionResult | None:
         """The document to run, or the refusal to send back instead."""
         document = data.query
         persisted = (data.extensions or {}).get("persistedQuery")
@@ -41,7 +44,9 @@ class DocumentAdmission:
             if document is None:
                 document = self.stored(data.extensions)
                 if document is None:
+                    log.persisted_query_misses += 1
                     return _refusal("PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND)
+                log.persisted_query_hits += 1
             elif documents.digest(document) != key:
                 return _refusal("provided sha does not match query", PERSISTED_QUERY_INVALID)
             elif may_register:
@@ -63,3 +68,20 @@ class DocumentAdmission:
         if not (isinstance(key, str) and documents.SHA256_HEX.fullmatch(key)):
             return None
         return (self.trusted or {}).get(key) or self.persisted.get(key)
+
+
+def operation_names(manifest: Mapping[str, str]) -> set[str]:
+    """The operation names the manifest's documents define (a document that does not parse
+    defines none; it is refused when it runs)."""
+    names: set[str] = set()
+    for document in manifest.values():
+        try:
+            definitions = parse(document).definitions
+        except GraphQLSyntaxError:
+            continue
+        names.update(
+            definition.name.value
+            for definition in definitions
+            if isinstance(definition, OperationDefinitionNode) and definition.name is not None
+        )
+    return names

@@ -133,6 +133,11 @@ def register(app: Flask, *, request_timeout_seconds: float) -> None:
                 "principal_id": log.principal_id,
                 "outcome": "error" if log.error_codes or status >= 400 else "ok",
                 "error_codes": log.error_codes,
+                **(
+                    {}
+                    if log.trace_id is None
+                    else {"trace_id": log.trace_id, "span_id": log.span_id}
+                ),
             },
         )
         return response

@@ -7,6 +7,7 @@ from app import build_provisioner, build_token_service
 from db.session import default_database_url
 from schema.limits import IntrospectionPolicy, QueryLimits
 from services.google import GOOGLE_CERTS_URL
+from services.metrics import MetricsAccess
 from services.provisioning import NoopProvisioner, WebhookProvisioner
 from services.rate_limit import Rate
 from settings import ConfigError, Environment, Settings
@@ -42,6 +43,7 @@ def test_defaults(tmp_path: Path, dev_secret_file: Path) -> None:
         introspection=IntrospectionPolicy.EVERYONE,
         field_suggestions=True,
         graphiql=True,
+        metrics_access=MetricsAccess.LOOPBACK,
     )
     assert settings.database_url.endswith("/instance/userql.sqlite3")
     assert isinstance(build_provisioner(settings), NoopProvisioner)
@@ -218,3 +220,48 @@ def test_asymmetric_keys_are_read_from_files(tmp_path: Path) -> None:
     assert settings.jwt_public_keys_pem == (b"PUBLIC", b"PUBLIC")
     with pytest.raises(ConfigError, match="JWT settings: "):
         build_token_service(settings)  # not a real PEM key
+
+
+def test_metrics_are_off_in_production_and_tracing_off_without_an_endpoint(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"USERQL_ENV": "production", "JWT_SECRET": "x" * 32}, dotenv_path=tmp_path / "x"
+    )
+    assert (settings.metrics_access, settings.metrics_token, settings.tracing) == (
+        MetricsAccess.OFF,
+        None,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "tracing"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        ({"TRACING": "on"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "TRACING": "off"}, False),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"},
+            False,
+        ),
+    ],
+)
+def test_tracing_follows_the_otlp_endpoint_and_the_sdk_switch(
+    tmp_path: Path, environ: dict[str, str], tracing: bool
+) -> None:
+    assert Settings.from_env(environ, dotenv_path=tmp_path / "x").tracing is tracing
+
+
+def test_metrics_token_mode_needs_a_long_token(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="METRICS_TOKEN"):
+        Settings.from_env({"METRICS_ACCESS": "token"}, dotenv_path=tmp_path / "x")
+    with pytest.raises(ConfigError, match="METRICS_TOKEN"):
+        Settings.from_env(
+            {"METRICS_ACCESS": "token", "METRICS_TOKEN": "short"}, dotenv_path=tmp_path / "x"
+        )
+    settings = Settings.from_env(
+        {"METRICS_ACCESS": "TOKEN", "METRICS_TOKEN": "t" * 16}, dotenv_path=tmp_path / "x"
+    )
+    assert (settings.metrics_access, settings.metrics_token) == (MetricsAccess.TOKEN, "t" * 16)
+    with pytest.raises(ConfigError, match="METRICS_ACCESS must be one of off, loopback, token"):
+        Settings.from_env({"METRICS_ACCESS": "public"}, dotenv_path=tmp_path / "x")

@@ -1,0 +1,236 @@
+"""Traces and metrics as one collaborator, built once per app: each half is None when off,
+and then nothing is hooked in for it, so an app with both off pays for neither.
+
+Spans follow OpenTelemetry's conventions: the HTTP edge opens the SERVER span (web.telemetry),
+each GraphQL operation is a child of it (schema.operation_log), every SQL statement is a
+CLIENT child of whatever is current (`instrument_engine`, on SQLAlchemy's cursor events), and
+so are the calls userql makes out (`Telemetry.outgoing`), which carry the trace on in
+`traceparent`.
+"""
+
+import time
+import weakref
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry import propagate
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from sqlalchemy import Engine, event
+
+from services.metrics import Metrics
+
+INSTRUMENTATION = "userql"
+_SQL_SPAN = "_userql_span"
+_DB_SYSTEMS = {"mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
+
+
+def otlp_tracer_provider() -> TracerProvider:
+    """A provider that exports in batches over OTLP/HTTP, as the OTEL_* variables say
+    (endpoint, headers, timeout, compression; sampling by OTEL_TRACES_SAMPLER). Made in each
+    gunicorn worker after the fork, so each has its own export thread."""
+    resource = Resource.create({SERVICE_VERSION: version("userql")})
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "userql"}))
+    provider = TracerProvider(resource=resource)
+    # Imported only when traces leave the process: it brings requests and protobuf along.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    tracer: Tracer | None = None
+    metrics: Metrics | None = None
+
+    @classmethod
+    def build(cls, provider: TracerProvider | None, *, metrics: bool) -> "Telemetry":
+        return cls(
+            tracer=None
+            if provider is None
+            else provider.get_tracer(INSTRUMENTATION, version("userql")),
+            metrics=Metrics.get() if metrics else None,
+        )
+
+    @property
+    def on(self) -> bool:
+        return self.tracer is not None or self.metrics is not None
+
+    def instrument_engine(self, engine: Engine, name: str) -> None:
+        """SQL spans, each request's statement count and the pool's gauges, when on."""
+        if self.on and engine not in _STATEMENTS_HOOKED:
+            _STATEMENTS_HOOKED.add(engine)
+            _hook_statements(engine)
+        if self.metrics is not None and engine not in _POOLS_WATCHED:
+            _POOLS_WATCHED.add(engine)
+            _watch_pool(engine, name, self.metrics)
+
+    @contextmanager
+    def outgoing(
+        self, method: str, url: str, headers: MutableMapping[str, str]
+    ) -> Iterator["OutgoingCall"]:
+        """A call userql makes out: a CLIENT span whose context goes into `headers`."""
+        call = OutgoingCall()
+        if self.tracer is None:
+            yield call
+            return
+        parts = urlsplit(url)
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            # No query string and no credentials: either may hold a secret.
+            "url.full": f"{parts.scheme}://{parts.hostname}{_port(parts.port)}{parts.path}",
+            "server.address": parts.hostname or "",
+        }
+        if parts.port is not None:
+            attributes["server.port"] = parts.port
+        with self.tracer.start_as_current_span(
+            method, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
+        ) as span:
+            propagate.inject(headers)
+            try:
+                yield call
+            finally:
+                if call.status is not None:
+                    span.set_attribute("http.response.status_code", call.status)
+                if call.error is not None:
+                    span.set_attribute("error.type", call.error)
+                    span.set_status(Status(StatusCode.ERROR))
+
+
+def _port(port: int | None) -> str:
+    return "" if port is None else f":{port}"
+
+
+class OutgoingCall:
+    """What an outgoing call learnt: its status, or why it failed."""
+
+    __slots__ = ("error", "started", "status")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.error: str | None = None
+        self.started = time.monotonic()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+class RequestTelemetry:
+    """What the statements of the request this thread serves report to."""
+
+    __slots__ = ("statements", "tracer")
+
+    def __init__(self, tracer: Tracer | None) -> None:
+        self.tracer = tracer
+        self.statements = 0
+
+
+_current: ContextVar[RequestTelemetry | None] = ContextVar("request_telemetry", default=None)
+
+
+def begin_request(tracer: Tracer | None) -> tuple[RequestTelemetry, Token[RequestTelemetry | None]]:
+    state = RequestTelemetry(tracer)
+    return state, _current.set(state)
+
+
+def end_request(token: Token[RequestTelemetry | None]) -> None:
+    _current.reset(token)
+
+
+# Engines are shared by apps in one process (the tests build many): each is hooked once,
+# and each request's own RequestTelemetry says what its statements report.
+_STATEMENTS_HOOKED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_POOLS_WATCHED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def _hook_statements(engine: Engine) -> None:
+    dialect = engine.dialect.name
+    url = engine.url
+    fixed: dict[str, Any] = {"db.system.name": _DB_SYSTEMS.get(dialect, dialect)}
+    if url.database:
+        fixed["db.namespace"] = url.database
+    if url.host:
+        fixed["server.address"] = url.host
+    if url.port:
+        fixed["server.port"] = url.port
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _start(
+        _connection: Any,
+        _cursor: Any,
+        statement: str,
+        _parameters: Any,
+        context: Any,
+        _executemany: bool,
+    ) -> None:
+        state = _current.get()
+        if state is None:
+            return
+        state.statements += 1
+        if state.tracer is None or context is None:
+            return
+        operation = statement.split(None, 1)[0].upper() if statement else "SQL"
+        setattr(
+            context,
+            _SQL_SPAN,
+            state.tracer.start_span(
+                operation,
+                kind=SpanKind.CLIENT,
+                # The statement as sent, placeholders and all: bound values never reach it.
+                attributes={**fixed, "db.operation.name": operation, "db.query.text": statement},
+            ),
+        )
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _end(
+        _connection: Any,
+        _cursor: Any,
+        _statement: str,
+        _parameters: Any,
+        context: Any,
+        _executemany: bool,
+    ) -> None:
+        span = getattr(context, _SQL_SPAN, None)
+        if span is not None:
+            setattr(context, _SQL_SPAN, None)
+            span.end()
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(exception_context: Any) -> None:
+        context = exception_context.execution_context
+        span = getattr(context, _SQL_SPAN, None)
+        if span is not None:
+            setattr(context, _SQL_SPAN, None)
+            span.set_attribute("error.type", type(exception_context.original_exception).__name__)
+            span.set_status(Status(StatusCode.ERROR))
+            span.end()
+
+
+def _watch_pool(engine: Engine, name: str, metrics: Metrics) -> None:
+    checked_out = metrics.pool_checked_out.labels(engine=name)
+    overflow = metrics.pool_overflow.labels(engine=name)
+    pool = engine.pool
+    measures_overflow = hasattr(pool, "overflow")
+
+    def _overflow() -> None:
+        if measures_overflow:
+            overflow.set(max(0, pool.overflow()))  # type: ignore[attr-defined]
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(*_args: Any) -> None:
+        checked_out.inc()
+        _overflow()
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(*_args: Any) -> None:
+        checked_out.dec()
+        _overflow()
