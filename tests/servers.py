@@ -1,6 +1,8 @@
 """Running userql the way production does: the Dockerfile's CMD under gunicorn."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,9 +90,15 @@ def wait_until_ready(base: str, process: "subprocess.Popen[bytes]", log: Path) -
 
 
 def stop(process: "subprocess.Popen[bytes]") -> None:
+    """SIGTERM, so gunicorn's exit hooks run (they remove its metrics directory), and
+    SIGKILL if it has not gone within a few seconds."""
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager
@@ -121,3 +129,23 @@ def raw(port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
         name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])
     }
     return int(lines[0].split(" ")[1]), headers, json.loads(body)
+
+
+def workers_of(process: "subprocess.Popen[bytes]") -> list[int]:
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+@contextmanager
+def only(workers: list[int], answering: int) -> Iterator[None]:
+    """Every new connection goes to one worker: the kernel hands it whichever worker is
+    waiting in accept, and a stopped one is not. Left to the kernel, one idle worker can win
+    every accept, and the test would show nothing about the other."""
+    stopped = [worker for worker in workers if worker != answering]
+    for worker in stopped:
+        os.kill(worker, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for worker in stopped:
+            os.kill(worker, signal.SIGCONT)

@@ -3,16 +3,22 @@
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.servers import call, free_port, start_gunicorn, stop, wait_until_ready
+from tests.servers import (
+    call,
+    free_port,
+    only,
+    start_gunicorn,
+    stop,
+    wait_until_ready,
+    workers_of,
+)
 
 pytestmark = pytest.mark.redis
 SIGN_IN = {"query": 'mutation { signInWithGoogle(idToken: "x") { __typename } }'}
@@ -59,26 +65,6 @@ def server(
         for worker in workers_of(process):
             os.kill(worker, signal.SIGCONT)
         stop(process)
-
-
-def workers_of(process: "subprocess.Popen[bytes]") -> list[int]:
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
-
-
-@contextmanager
-def only(workers: list[int], answering: int) -> Iterator[None]:
-    """Every new connection goes to one worker: the kernel hands it whichever worker is
-    waiting in accept, and a stopped one is not. Left to the kernel, one idle worker can win
-    every accept, and the test would show nothing about the other."""
-    stopped = [worker for worker in workers if worker != answering]
-    for worker in stopped:
-        os.kill(worker, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for worker in stopped:
-            os.kill(worker, signal.SIGCONT)
 
 
 def attempts(base: str, count: int) -> list[str]:
