@@ -2,6 +2,7 @@
 registers the HTTP edge (web/). No parsing, no views, no use cases live here."""
 
 import logging
+import os
 
 import redis
 import urllib3
@@ -22,7 +23,7 @@ from services.metrics import MetricsAccess, OperationNames
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
 from services.rate_limit import RateLimiter, RedisCounter
 from services.shared_redis import SharedRedis
-from services.telemetry import Telemetry, otlp_tracer_provider
+from services.telemetry import Telemetry, otlp_tracer_provider, tracing_wanted
 from settings import ConfigError, Environment, Settings
 from web import errors, graphiql, graphql_view, health, persisted, request_log, telemetry
 from web.collaborators import Collaborators
@@ -85,7 +86,7 @@ def build_redis(settings: Settings) -> SharedRedis | None:
 def build_telemetry(settings: Settings, provider: TracerProvider | None = None) -> Telemetry:
     """Traces when TRACING is on (to `provider`, else over OTLP), metrics unless
     METRICS_ACCESS is off."""
-    if provider is None and settings.tracing:
+    if provider is None and tracing_wanted(settings.tracing, os.environ):
         provider = otlp_tracer_provider()
     return Telemetry.build(provider, metrics=settings.metrics_access is not MetricsAccess.OFF)
 

@@ -57,16 +57,8 @@ max_requests = _whole("GUNICORN_MAX_REQUESTS", 10000)
 max_requests_jitter = max_requests // 10
 
 
-# /metrics adds up every worker's counts through prometheus-client's multiprocess mode: each
-# worker writes its own files here. The library picks its mode when first imported, which
-# on_starting below does in the master, so the directory is named now; it lives in memory
-# where there is /dev/shm, and a run of our own removes it on exit.
 _METRICS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-_metrics_directory_is_ours = not os.environ.get(_METRICS_DIRECTORY_VARIABLE)
-if _metrics_directory_is_ours:
-    os.environ[_METRICS_DIRECTORY_VARIABLE] = tempfile.mkdtemp(
-        prefix="userql-metrics-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
-    )
+_metrics_directory_is_ours = False
 
 
 def on_starting(server: Any) -> None:
@@ -77,12 +69,27 @@ def on_starting(server: Any) -> None:
     Only the module: each worker still builds its own app, engine and pools after the fork.
     Frozen, the imported objects are left out of every collection.
     """
-    # Counts of an earlier run would be added to this one's.
-    for stale in Path(os.environ[_METRICS_DIRECTORY_VARIABLE]).glob("*.db"):
-        stale.unlink()
+    _prepare_metrics_directory()
     module, _, _ = str(server.app.app_uri).partition(":")
     importlib.import_module(module)
     gc.freeze()
+
+
+def _prepare_metrics_directory() -> None:
+    """/metrics adds up every worker's counts through prometheus-client's multiprocess mode:
+    each worker writes files of its own into this directory. The library picks its mode
+    when first imported, which on_starting does next, so the directory is named first: in
+    memory where there is /dev/shm, and removed on exit when it is ours."""
+    global _metrics_directory_is_ours
+    if not os.environ.get(_METRICS_DIRECTORY_VARIABLE):
+        # Private (mode 0700), in memory with the heartbeat files below where it can be.
+        os.environ[_METRICS_DIRECTORY_VARIABLE] = tempfile.mkdtemp(
+            prefix="userql-metrics-", dir=worker_tmp_dir
+        )
+        _metrics_directory_is_ours = True
+    # Counts of an earlier run would be added to this one's.
+    for stale in Path(os.environ[_METRICS_DIRECTORY_VARIABLE]).glob("*.db"):
+        stale.unlink()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -150,8 +150,9 @@ class Settings:
     """METRICS_ACCESS: off, loopback or token: who may read /metrics (development: loopback)."""
     metrics_token: str | None = None
     """METRICS_TOKEN: the bearer token /metrics asks for when METRICS_ACCESS=token."""
-    tracing: bool = False
-    """TRACING: export OpenTelemetry traces over OTLP/HTTP (on when an OTLP endpoint is set)."""
+    tracing: bool | None = None
+    """TRACING: export OpenTelemetry traces over OTLP/HTTP; unset, the SDK's environment
+    decides (services.telemetry.tracing_wanted)."""
 
     @classmethod
     def from_env(
@@ -293,14 +294,8 @@ def _telemetry(values: _Layered, *, development: bool) -> dict[str, Any]:
         raise ConfigError(
             f"METRICS_ACCESS=token needs METRICS_TOKEN of {MIN_METRICS_TOKEN} characters or more"
         )
-    # The OpenTelemetry SDK's own switches: an endpoint turns export on, OTEL_SDK_DISABLED
-    # turns it off whatever else is set.
-    endpoint = values.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or values.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    tracing = _parse_bool("TRACING", values.get("TRACING") or str(bool(endpoint)))
-    if _parse_bool("OTEL_SDK_DISABLED", values.get("OTEL_SDK_DISABLED") or "false"):
-        tracing = False
+    raw_tracing = values.get("TRACING")
+    tracing = None if not raw_tracing else _parse_bool("TRACING", raw_tracing)
     return {"metrics_access": access, "metrics_token": token, "tracing": tracing}
 
 

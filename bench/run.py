@@ -4,11 +4,17 @@ config, driven by wrk, interleaved A B A B.
     make bench                       # MariaDB: mysql+pymysql://root@127.0.0.1:3306/userql_bench
     make bench BENCH_ARGS=--sqlite   # a SQLite file instead
     make bench BENCH_ARGS="--rounds 5 --seconds 10"
+    make bench BENCH_ARGS="--workloads 'W1 user(id)' --variants metrics,tracing"
+
+With --variants (by default metrics,tracing, on W1 and W2), userql runs a second and third
+time in the same interleaved rounds: with metrics on (METRICS_ACCESS=loopback), and with
+tracing on at 100 % sampling, exporting over OTLP/HTTP to a sink in this process.
 
 Writes bench/results/<time>.json and .md, and bench/results/latest.md.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -20,9 +26,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +64,25 @@ WORKLOADS = {
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+# Each runs userql with these settings added to the common ones.
+VARIANTS: dict[str, dict[str, str]] = {
+    "metrics": {"METRICS_ACCESS": "loopback"},
+    "tracing": {"TRACING": "on", "OTEL_TRACES_SAMPLER": "always_on"},
+}
+VARIANT_WORKLOADS = ("W1 user(id)", "W2 users(first: 100)")
+
+
 @dataclass
 class Server:
     name: str
     port: int
     process: "subprocess.Popen[bytes]"
     log: Path
+
+    @property
+    def kind(self) -> str:
+        """What the wrk scripts send it: userql's GraphQL, or the baseline's routes."""
+        return "baseline" if self.name == "baseline" else "userql"
 
     def pids(self) -> list[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -99,7 +121,7 @@ class Run:
 
 @dataclass
 class Cell:
-    runs: dict[str, list[Run]] = field(default_factory=lambda: {"userql": [], "baseline": []})
+    runs: dict[str, list[Run]] = field(default_factory=dict)
 
 
 def prepare_database(url: str) -> None:
@@ -129,7 +151,10 @@ def prepare_database(url: str) -> None:
             connection.execute(delete(model))
         if parsed.get_backend_name() != "sqlite":
             connection.execute(text("ALTER TABLE users AUTO_INCREMENT = 1"))
-        else:
+        elif connection.execute(
+            text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'")
+        ).first():
+            # Only AUTOINCREMENT tables have one; without, ids restart after the DELETE.
             connection.execute(text("DELETE FROM sqlite_sequence WHERE name = 'users'"))
         connection.execute(insert(models.User), rows)
     engine.dispose()
@@ -144,7 +169,7 @@ def start(name: str, app: str, env: dict[str, str], port: int, logs: Path) -> Se
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    probe = "/readyz" if name == "userql" else "/user?id=1"
+    probe = "/user?id=1" if name == "baseline" else "/readyz"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -170,7 +195,7 @@ def wrk(
 ) -> str:
     env = {
         **os.environ,
-        "BENCH_TARGET": server.name,
+        "BENCH_TARGET": server.kind,
         "BENCH_TOKEN": token,
         "BENCH_WRK_DIR": str(WRK_DIR),
         "BENCH_RUN": run_id,
@@ -236,6 +261,7 @@ def measure(
 
 
 def report(cells: dict[tuple[str, int], Cell], rss: dict[str, float], meta: dict[str, Any]) -> str:
+    overheads: list[str] = []
     lines = [
         f"Run {meta['time']} on {meta['machine']}; database {meta['database']}; "
         f"{meta['rounds']} rounds of {meta['seconds']} s, interleaved; medians.",
@@ -247,6 +273,15 @@ def report(cells: dict[tuple[str, int], Cell], rss: dict[str, float], meta: dict
     ]
     for (workload, connections), cell in cells.items():
         ours, raw = cell.runs["userql"], cell.runs["baseline"]
+        for variant, theirs in cell.runs.items():
+            if variant not in ("userql", "baseline"):
+                overheads.append(
+                    f"| {workload} | {connections} | {variant} "
+                    f"| {statistics.median(r.cpu_ms_per_request for r in ours):.3f} "
+                    f"| {statistics.median(r.cpu_ms_per_request for r in theirs):.3f} "
+                    f"| {_overhead(ours, theirs):+.1%} "
+                    f"| {statistics.median(r.requests_per_second for r in theirs):.0f} |"
+                )
         ratios = [
             a.requests_per_second / b.requests_per_second for a, b in zip(ours, raw, strict=True)
         ]
@@ -263,11 +298,58 @@ def report(cells: dict[tuple[str, int], Cell], rss: dict[str, float], meta: dict
             f"| {f'{med(sql):.2f}' if sql else 'n/a'} "
             f"| {sum(r.errors for r in ours + raw)} |"
         )
+    if overheads:
+        lines += [
+            "",
+            "userql with observability on, in the same rounds (CPU per request, medians; "
+            "overhead: the median of the rounds' ratios):",
+            "",
+            "| workload | conn | variant | userql CPU ms/req | variant CPU ms/req | overhead "
+            "| variant req/s |",
+            "|---|---|---|---|---|---|---|",
+            *overheads,
+        ]
     lines += [
         "",
         f"Peak RSS per worker: userql {rss['userql']:.0f} MiB, baseline {rss['baseline']:.0f} MiB.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _overhead(ours: list[Run], theirs: list[Run]) -> float:
+    """The median over the rounds of the variant's CPU per request over plain userql's in
+    the same round."""
+    return (
+        statistics.median(
+            b.cpu_ms_per_request / a.cpu_ms_per_request for a, b in zip(ours, theirs, strict=True)
+        )
+        - 1
+    )
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing."""
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def main() -> int:
@@ -285,7 +367,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", default="8,32")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="userql with observability on, run on W1 and W2 beside plain userql ('' for none)",
+    )
     args = parser.parse_args()
+    variants = [name for name in args.variants.split(",") if name]
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
     work = Path(tempfile.mkdtemp(prefix="userql-bench-"))
@@ -310,9 +398,18 @@ def main() -> int:
         # W4 creates thousands of users a second; the product limit would stop it.
         "RATE_LIMIT_CREATE_USER": "100000000/60",
     }
+    sink = contextlib.ExitStack()
+    # Where the tracing variant exports; only it turns tracing on (the endpoint alone would
+    # turn it on for every userql).
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.enter_context(otlp_sink())
+    env["TRACING"] = "off"
     servers = [
         start("userql", "app:create_app()", env, 18_000, work),
         start("baseline", "bench.baseline:create_app()", env, 18_001, work),
+    ]
+    servers += [
+        start(variant, "app:create_app()", {**env, **VARIANTS[variant]}, 18_002 + i, work)
+        for i, variant in enumerate(variants)
     ]
     cells: dict[tuple[str, int], Cell] = {}
     try:
@@ -322,10 +419,15 @@ def main() -> int:
         for workload in args.workloads.split(","):
             for connections in map(int, args.connections.split(",")):
                 cell = cells.setdefault((workload, connections), Cell())
+                taking_part = [
+                    server
+                    for server in servers
+                    if server.name in ("userql", "baseline") or workload in VARIANT_WORKLOADS
+                ]
                 for _ in range(args.rounds):
-                    for server in servers:
+                    for server in taking_part:
                         run_number += 1
-                        cell.runs[server.name].append(
+                        cell.runs.setdefault(server.name, []).append(
                             measure(
                                 server,
                                 WORKLOADS[workload],
@@ -342,6 +444,7 @@ def main() -> int:
         for server in servers:
             server.process.send_signal(signal.SIGTERM)
             server.process.wait(timeout=60)
+        sink.close()
     meta = {
         "time": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%MZ"),
         "machine": (

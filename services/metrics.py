@@ -17,18 +17,8 @@ from collections.abc import Iterable
 from importlib.metadata import version
 from typing import ClassVar
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
-
 MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+
 OTHER = "(other)"
 ANONYMOUS = "(anonymous)"
 NONE = "(none)"
@@ -68,6 +58,19 @@ class Metrics:
         return cls._instance
 
     def __init__(self) -> None:
+        # prometheus-client picks multiprocess mode or not once, when first imported: here,
+        # in the worker, after gunicorn.conf.py has named PROMETHEUS_MULTIPROC_DIR. Imported
+        # by any module the gunicorn master loads first, it would count in memory instead.
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            disable_created_metrics,
+        )
+
+        # Multiprocess mode has no `_created` series; one process's scrape says the same.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "userql_graphql_requests",
@@ -183,11 +186,18 @@ class OperationNames:
         return name
 
 
-def exposition() -> bytes:
-    """The text format of every metric: summed over gunicorn's workers in multiprocess mode,
-    else this process's own."""
+def exposition() -> tuple[bytes, str]:
+    """The text format of every metric, and its media type: summed over gunicorn's workers
+    in multiprocess mode, else this process's own."""
+    registry = Metrics.get().registry
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        generate_latest,
+        multiprocess,
+    )
+
     if os.environ.get(MULTIPROCESS_DIRECTORY):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(Metrics.get().registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -10,7 +10,7 @@ so are the calls userql makes out (`Telemetry.outgoing`), which carry the trace 
 
 import time
 import weakref
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -30,6 +30,20 @@ from services.metrics import Metrics
 INSTRUMENTATION = "userql"
 _SQL_SPAN = "_userql_span"
 _DB_SYSTEMS = {"mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
+
+
+def tracing_wanted(setting: bool | None, environ: Mapping[str, str]) -> bool:
+    """TRACING if set, else whether the process environment names an OTLP endpoint; never
+    with OTEL_SDK_DISABLED=true. The SDK reads only the process environment (not .env),
+    so that is where this looks."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if setting is not None:
+        return setting
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
 
 
 def otlp_tracer_provider() -> TracerProvider:

@@ -150,7 +150,8 @@ def _serve_metrics(app: Flask, access: MetricsAccess, token: str | None) -> None
                 response = json_error("Metrics need the metrics token.", "UNAUTHENTICATED", 401)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
                 return response
-        response = Response(metrics_module.exposition(), content_type=metrics_module.CONTENT_TYPE)
+        body, content_type = metrics_module.exposition()
+        response = Response(body, content_type=content_type)
         response.headers["Cache-Control"] = "no-store"
         return response
 

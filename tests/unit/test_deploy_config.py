@@ -80,18 +80,17 @@ def test_env_example_as_is_is_a_valid_development_config(
     assert settings.database_pool == PoolOptions()
 
 
-# A row of the README's settings table: | `NAME` | default | meaning |
+SETTINGS_DOC = ROOT / "docs" / "settings.md"
+# A row of the settings table: | `NAME` | default | meaning |
 SETTINGS_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \|(.*?)\|(.*)\|$")
 # A default that is one literal value, possibly followed by a remark: `0` (batching off).
 LITERAL_DEFAULT = re.compile(r"`([^`<]*)`(?: \(.*\))?")
 
 
-def readme_settings_table() -> dict[str, list[str]]:
-    """The rows of the table in the README's Settings section: each name's default cells."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+def settings_table() -> dict[str, list[str]]:
+    """The rows of the table in docs/settings.md: each name's default cells."""
     rows: dict[str, list[str]] = {}
-    for line in section.splitlines():
+    for line in SETTINGS_DOC.read_text().splitlines():
         if found := SETTINGS_ROW.match(line):
             rows.setdefault(found[1], []).append(found[2].strip())
     return rows
@@ -107,12 +106,12 @@ def gunicorn_config_with(
         return gunicorn_values(load_gunicorn_config(scoped, **environ))
 
 
-def test_the_readme_documents_every_setting(
+def test_the_settings_doc_documents_every_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every setting the code reads is a row of the README's table, once, with a default; a
+    """Every setting the code reads is a row of docs/settings.md's table, once, with a default; a
     default given as one literal is the code's: setting it changes nothing."""
-    rows = readme_settings_table()
+    rows = settings_table()
     names = sorted(settings_read_by_the_code(tmp_path))
     assert [name for name in names if name not in rows] == []
     assert {name: cells for name, cells in rows.items() if len(cells) != 1} == {}
@@ -188,9 +187,10 @@ def test_gunicorn_reads_max_requests(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_gunicorn_imports_the_app_module_once_in_the_master(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     config = load_gunicorn_config(monkeypatch)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.delitem(sys.modules, "tests.google_fake", raising=False)
     server = SimpleNamespace(app=SimpleNamespace(app_uri="tests.google_fake:create_app()"))
     try:
@@ -200,6 +200,51 @@ def test_gunicorn_imports_the_app_module_once_in_the_master(
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_gunicorn_gives_the_workers_an_empty_metrics_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """prometheus-client's multiprocess mode: named before the app is imported, emptied of
+    an earlier run's counts, and removed on exit when gunicorn made it."""
+    server = SimpleNamespace(app=SimpleNamespace(app_uri="tests.google_fake:create_app()"))
+    config = load_gunicorn_config(monkeypatch)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_1234.db").write_bytes(b"stale")
+    try:
+        config.on_starting(server)
+        config.on_exit(server)
+    finally:
+        gc.unfreeze()
+    assert list(tmp_path.iterdir()) == []
+    assert tmp_path.is_dir(), "a directory the operator named stays"
+
+    config = load_gunicorn_config(monkeypatch)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    try:
+        config.on_starting(server)
+        made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert made.is_dir()
+        assert made.stat().st_mode & 0o777 == 0o700
+        config.on_exit(server)
+    finally:
+        gc.unfreeze()
+    assert not made.exists()
+
+
+def test_the_gunicorn_master_never_imports_prometheus_client() -> None:
+    """It picks multiprocess mode when first imported: in the master, before on_starting
+    names the directory, it would pick in-memory counting for every worker."""
+    loaded = "import gunicorn.util as u, sys; u.load_class('web.worker.ThreadWorker'); import app"
+    result = subprocess.run(
+        [sys.executable, "-c", f"{loaded}; print('prometheus_client' in sys.modules)"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr
 
 
 def compose_binary() -> str:

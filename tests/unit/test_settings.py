@@ -10,6 +10,7 @@ from services.google import GOOGLE_CERTS_URL
 from services.metrics import MetricsAccess
 from services.provisioning import NoopProvisioner, WebhookProvisioner
 from services.rate_limit import Rate
+from services.telemetry import tracing_wanted
 from settings import ConfigError, Environment, Settings
 
 
@@ -229,27 +230,38 @@ def test_metrics_are_off_in_production_and_tracing_off_without_an_endpoint(tmp_p
     assert (settings.metrics_access, settings.metrics_token, settings.tracing) == (
         MetricsAccess.OFF,
         None,
-        False,
+        None,
     )
 
 
 @pytest.mark.parametrize(
-    ("environ", "tracing"),
+    ("setting", "environ", "tracing"),
     [
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
-        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
-        ({"TRACING": "on"}, True),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "TRACING": "off"}, False),
+        (None, {}, False),
+        (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        (None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        (True, {}, True),
+        (False, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, False),
+        (True, {"OTEL_SDK_DISABLED": "true"}, False),
         (
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"},
+            None,
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318", "OTEL_SDK_DISABLED": "TRUE"},
             False,
         ),
     ],
 )
-def test_tracing_follows_the_otlp_endpoint_and_the_sdk_switch(
-    tmp_path: Path, environ: dict[str, str], tracing: bool
+def test_tracing_follows_the_setting_then_the_sdk_s_environment(
+    setting: bool | None, environ: dict[str, str], tracing: bool
 ) -> None:
-    assert Settings.from_env(environ, dotenv_path=tmp_path / "x").tracing is tracing
+    assert tracing_wanted(setting, environ) is tracing
+
+
+def test_tracing_is_a_switch_or_unset(tmp_path: Path) -> None:
+    read = [
+        Settings.from_env({"TRACING": raw}, dotenv_path=tmp_path / "x").tracing
+        for raw in ("on", "off", "")
+    ]
+    assert read == [True, False, None]
 
 
 def test_metrics_token_mode_needs_a_long_token(tmp_path: Path) -> None:
