@@ -6,8 +6,8 @@ import hashlib
 import json
 import os
 import re
-import uuid
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,9 +76,8 @@ def test_a_query_counts_by_name_type_and_outcome_with_its_latency_and_statements
 ) -> None:
     client = authorized(metered_app.test_client(), tokens, admin)
     # A comment of its own: the document cache is the process's, and must not know it yet.
-    query = {
-        "query": f"query Page {{ users(first: 2) {{ edges {{ node {{ id }} }} }} }} # {uuid.uuid4()}"
-    }
+    page = "query Page { users(first: 2) { edges { node { id } } } }"
+    query = {"query": f"{page} # {uuid.uuid4()}"}
 
     changed = delta(client, lambda: client.post("/graphql", json=query))
     requests = labels(operation_name="Page", operation_type="query", outcome="ok")
