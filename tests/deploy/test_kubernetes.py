@@ -61,8 +61,10 @@ def config() -> dict[str, str]:
 
 
 def documented_settings() -> set[str]:
-    """The names in docs/settings.md's table: rows that start with "| `NAME` |"."""
-    table = (ROOT / "docs" / "settings.md").read_text()
+    """The names in README.md's Settings table: rows that start with "| `NAME` |"."""
+    readme = (ROOT / "README.md").read_text()
+    _, _, settings = readme.partition("\n## Settings\n")
+    table, _, _ = settings.partition("\n## ")
     return set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", table, flags=re.MULTILINE))
 
 

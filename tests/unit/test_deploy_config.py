@@ -80,17 +80,18 @@ def test_env_example_as_is_is_a_valid_development_config(
     assert settings.database_pool == PoolOptions()
 
 
-SETTINGS_DOC = ROOT / "docs" / "settings.md"
-# A row of the settings table: | `NAME` | default | meaning |
+# A row of the README's settings table: | `NAME` | default | meaning |
 SETTINGS_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \|(.*?)\|(.*)\|$")
 # A default that is one literal value, possibly followed by a remark: `0` (batching off).
 LITERAL_DEFAULT = re.compile(r"`([^`<]*)`(?: \(.*\))?")
 
 
-def settings_table() -> dict[str, list[str]]:
-    """The rows of the table in docs/settings.md: each name's default cells."""
+def readme_settings_table() -> dict[str, list[str]]:
+    """The rows of the table in the README's Settings section: each name's default cells."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     rows: dict[str, list[str]] = {}
-    for line in SETTINGS_DOC.read_text().splitlines():
+    for line in section.splitlines():
         if found := SETTINGS_ROW.match(line):
             rows.setdefault(found[1], []).append(found[2].strip())
     return rows
@@ -106,12 +107,12 @@ def gunicorn_config_with(
         return gunicorn_values(load_gunicorn_config(scoped, **environ))
 
 
-def test_the_settings_doc_documents_every_setting(
+def test_the_readme_documents_every_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every setting the code reads is a row of docs/settings.md's table, once, with a default; a
+    """Every setting the code reads is a row of the README's table, once, with a default; a
     default given as one literal is the code's: setting it changes nothing."""
-    rows = settings_table()
+    rows = readme_settings_table()
     names = sorted(settings_read_by_the_code(tmp_path))
     assert [name for name in names if name not in rows] == []
     assert {name: cells for name, cells in rows.items() if len(cells) != 1} == {}
