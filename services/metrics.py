@@ -15,7 +15,7 @@ import re
 import threading
 from collections.abc import Iterable
 from importlib.metadata import version
-from typing import ClassVar
+from typing import Any, ClassVar
 
 MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -158,7 +158,22 @@ class Metrics:
 
     def count_errors(self, codes: Iterable[str]) -> None:
         for code in codes:
-            self.errors.labels(code=code if _CODE_SHAPE.fullmatch(code) else OTHER).inc()
+            child(self.errors, code if _CODE_SHAPE.fullmatch(code) else OTHER).inc()
+
+
+# Each labelled metric's children by their label values. The library's own `labels()`
+# validates and takes a lock on every call, several times a request; a child, once made,
+# is the same object for good, so it is looked up here instead.
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, made once per process."""
+    key = (id(metric), values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
 
 
 class OperationNames:

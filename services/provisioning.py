@@ -8,6 +8,7 @@ from typing import Protocol
 
 from db.deadline import bounded
 from services.errors import ProvisioningError
+from services.metrics import child
 from services.telemetry import OutgoingCall, Telemetry
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ class WebhookProvisioner:
             finally:
                 if (measures := self._telemetry.metrics) is not None:
                     outcome = call.error or "ok"
-                    measures.webhook_calls.labels(outcome=outcome).inc()
-                    measures.webhook_duration.labels(outcome=outcome).observe(call.seconds())
+                    child(measures.webhook_calls, outcome).inc()
+                    child(measures.webhook_duration, outcome).observe(call.seconds())
 
     def _send(self, user_id: int, body: bytes, headers: dict[str, str], call: OutgoingCall) -> None:
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from sqlalchemy import Engine, event
 
-from services.metrics import Metrics
+from services.metrics import Metrics, child
 
 INSTRUMENTATION = "userql"
 _SQL_SPAN = "_userql_span"
@@ -230,8 +230,8 @@ def _hook_statements(engine: Engine) -> None:
 
 
 def _watch_pool(engine: Engine, name: str, metrics: Metrics) -> None:
-    checked_out = metrics.pool_checked_out.labels(engine=name)
-    overflow = metrics.pool_overflow.labels(engine=name)
+    checked_out = child(metrics.pool_checked_out, name)
+    overflow = child(metrics.pool_overflow, name)
     pool = engine.pool
     measures_overflow = hasattr(pool, "overflow")
 

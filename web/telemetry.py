@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from schema.operation_log import RequestLog
 from services import metrics as metrics_module
 from services import telemetry
-from services.metrics import MetricsAccess, OperationNames
+from services.metrics import MetricsAccess, OperationNames, child
 from web.errors import json_error
 from web.request_log import current_globals, current_request
 
@@ -113,28 +113,28 @@ def _record(
     if response.mimetype == "text/html":
         return  # GraphiQL's page, not a GraphQL request
     operation_type = log.operation_type or metrics_module.NONE
-    measures.requests.labels(
-        operation_name=operation_names.label(log.operation_name)
-        if log.operation_type
-        else metrics_module.NONE,
-        operation_type=operation_type,
-        outcome="error" if log.error_codes or response.status_code >= 400 else "ok",
+    child(
+        measures.requests,
+        operation_names.label(log.operation_name) if log.operation_type else metrics_module.NONE,
+        operation_type,
+        "error" if log.error_codes or response.status_code >= 400 else "ok",
     ).inc()
-    measures.count_errors(log.error_codes)
+    if log.error_codes:
+        measures.count_errors(log.error_codes)
     started: float = globals_.started
-    measures.duration.labels(operation_type=operation_type).observe(time.monotonic() - started)
+    child(measures.duration, operation_type).observe(time.monotonic() - started)
     measures.statements.observe(state.statements)
     for limit in log.rate_limited:
-        measures.rate_limited.labels(limit=limit).inc()
+        child(measures.rate_limited, limit).inc()
     _count(measures.document_cache, log.document_cache_hits, log.document_cache_misses)
     _count(measures.persisted_queries, log.persisted_query_hits, log.persisted_query_misses)
 
 
 def _count(counter: Any, hits: int, misses: int) -> None:
     if hits:
-        counter.labels(result="hit").inc(hits)
+        child(counter, "hit").inc(hits)
     if misses:
-        counter.labels(result="miss").inc(misses)
+        child(counter, "miss").inc(misses)
 
 
 def _serve_metrics(app: Flask, access: MetricsAccess, token: str | None) -> None:
