@@ -264,123 +264,52 @@ def ensure_mariadb_image() -> None:
     )
 
 
-# compose.yml's proxy service runs nginx:1.27, which cannot be pulled here. The stand-in
-# keeps that image's contract as far as compose.yml uses it: an nginx.conf that includes
-# /etc/nginx/conf.d/*.conf (and nothing of Debian's sites-enabled), a default server on port
-# 80 in conf.d/default.conf, and an entrypoint that, before `nginx -g 'daemon off;'`, sets
-# NGINX_LOCAL_RESOLVERS from resolv.conf when NGINX_ENTRYPOINT_LOCAL_RESOLVERS is set and
-# renders /etc/nginx/templates/*.template into /etc/nginx/conf.d/ with envsubst of the
-# defined environment variables (the image's 15-local-resolvers.envsh and
-# 20-envsubst-on-templates.sh), and curl for healthchecks. It is Debian's nginx 1.22 on the
-# stand-in base: it checks the wiring and the configuration's behaviour, not nginx 1.27.
-NGINX_STANDIN = "localhost/userql-test/nginx-standin:1.27"
-_NGINX_CONTAINERFILE = f"""\
+# compose.yml's proxy service runs haproxy:2.6, which cannot be pulled here. The stand-in
+# keeps that image's contract as far as compose.yml uses it: haproxy in /usr/local/sbin, run
+# as the haproxy user in /var/lib/haproxy, an entrypoint that adds -W -db (master-worker, in
+# the foreground) to a `haproxy` command, the command reading
+# /usr/local/etc/haproxy/haproxy.cfg, SIGUSR1 (a soft stop) as its stop signal, and bash,
+# which the compose file's healthcheck uses. It is Debian's haproxy 2.6, the branch the
+# image's tag names, on the stand-in base.
+HAPROXY_STANDIN = "localhost/userql-test/haproxy-standin:2.6"
+_HAPROXY_CONTAINERFILE = f"""\
 FROM {BASE_IMAGE}
-RUN groupadd --system --gid 101 nginx \\
-    && useradd --system --gid nginx --no-create-home --home /nonexistent \\
-        --shell /bin/false --uid 101 nginx \\
-    && printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d \\
+RUN printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d \\
     && chmod 0755 /usr/sbin/policy-rc.d \\
     && apt-get update \\
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
-        nginx gettext-base curl \\
-    && rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d /etc/nginx/sites-enabled \\
-        /etc/nginx/sites-available /etc/nginx/conf.d/* \\
-    && mkdir -p /docker-entrypoint.d /usr/share/nginx/html \\
-    && ln -sf /dev/stdout /var/log/nginx/access.log \\
-    && ln -sf /dev/stderr /var/log/nginx/error.log
-COPY nginx.conf /etc/nginx/nginx.conf
-COPY default.conf /etc/nginx/conf.d/default.conf
-COPY --chmod=0755 entrypoint.sh /docker-entrypoint.sh
-ENTRYPOINT ["/docker-entrypoint.sh"]
-EXPOSE 80
-STOPSIGNAL SIGQUIT
-CMD ["nginx", "-g", "daemon off;"]
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy \\
+    && rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d /etc/haproxy \\
+    && ln -s /usr/sbin/haproxy /usr/local/sbin/haproxy \\
+    && mkdir -p /usr/local/etc/haproxy /var/lib/haproxy \\
+    && chown haproxy:haproxy /var/lib/haproxy
+COPY --chmod=0755 entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+STOPSIGNAL SIGUSR1
+USER haproxy
+WORKDIR /var/lib/haproxy
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
 """
-# As the official image's /etc/nginx/nginx.conf.
-_NGINX_CONF = """\
-user  nginx;
-worker_processes  auto;
-
-error_log  /var/log/nginx/error.log notice;
-pid        /var/run/nginx.pid;
-
-events {
-    worker_connections  1024;
-}
-
-http {
-    include       /etc/nginx/mime.types;
-    default_type  application/octet-stream;
-
-    log_format  main  '$remote_addr - $remote_user [$time_local] "$request" '
-                      '$status $body_bytes_sent "$http_referer" '
-                      '"$http_user_agent" "$http_x_forwarded_for"';
-
-    access_log  /var/log/nginx/access.log  main;
-
-    sendfile        on;
-    keepalive_timeout  65;
-
-    include /etc/nginx/conf.d/*.conf;
-}
-"""
-# As the official image's conf.d/default.conf, which a default.conf.template replaces.
-_NGINX_DEFAULT_SERVER = """\
-server {
-    listen       80;
-    server_name  localhost;
-
-    location / {
-        root   /usr/share/nginx/html;
-        index  index.html index.htm;
-    }
-}
-"""
-_NGINX_ENTRYPOINT = r"""#!/bin/sh
-# What the official image's /docker-entrypoint.sh does before it starts nginx, as far as
-# compose.yml relies on it: 15-local-resolvers.envsh, then 20-envsubst-on-templates.sh.
-set -eu
-if [ "$1" = nginx ] || [ "$1" = nginx-debug ]; then
-    if [ -n "${NGINX_ENTRYPOINT_LOCAL_RESOLVERS:-}" ]; then
-        NGINX_LOCAL_RESOLVERS=$(awk 'BEGIN{ORS=" "} $1=="nameserver" {
-            if ($2 ~ ":") {print "["$2"]"} else {print $2}
-        }' /etc/resolv.conf)
-        NGINX_LOCAL_RESOLVERS="${NGINX_LOCAL_RESOLVERS% }"
-        export NGINX_LOCAL_RESOLVERS
-    fi
-    template_dir="${NGINX_ENVSUBST_TEMPLATE_DIR:-/etc/nginx/templates}"
-    suffix="${NGINX_ENVSUBST_TEMPLATE_SUFFIX:-.template}"
-    output_dir="${NGINX_ENVSUBST_OUTPUT_DIR:-/etc/nginx/conf.d}"
-    filter="${NGINX_ENVSUBST_FILTER:-}"
-    # Only the variables that are defined: nginx's own $variables stay as they are.
-    defined_envs=$(printf '${%s} ' $(awk "END { for (name in ENVIRON) {
-        print ( name ~ /${filter}/ ) ? name : \"\" } }" < /dev/null ))
-    if [ -d "$template_dir" ]; then
-        find "$template_dir" -follow -type f -name "*$suffix" -print | while read -r template; do
-            relative_path="${template#"$template_dir/"}"
-            output_path="$output_dir/${relative_path%"$suffix"}"
-            mkdir -p "$(dirname "$output_path")"
-            echo "$0: Running envsubst on $template to $output_path"
-            envsubst "$defined_envs" < "$template" > "$output_path"
-        done
-    fi
+_HAPROXY_ENTRYPOINT = r"""#!/bin/sh
+# haproxy:2.6's entrypoint: options alone run haproxy; haproxy runs in master-worker mode,
+# in the foreground.
+set -e
+if [ "${1#-}" != "$1" ]; then
+    set -- haproxy "$@"
+fi
+if [ "$1" = haproxy ]; then
+    shift
+    set -- haproxy -W -db "$@"
 fi
 exec "$@"
 """
 
 
-def ensure_nginx_image() -> None:
-    """Builds NGINX_STANDIN on the stand-in base with Debian's nginx (some 15 s with the
-    base local); kept in podman's store, rebuilt only when its sources change."""
+def ensure_haproxy_image() -> None:
+    """Builds HAPROXY_STANDIN on the stand-in base with Debian's haproxy; kept in podman's
+    store, rebuilt only when its sources change."""
     _ensure_standin(
-        NGINX_STANDIN,
-        {
-            "Containerfile": _NGINX_CONTAINERFILE,
-            "nginx.conf": _NGINX_CONF,
-            "default.conf": _NGINX_DEFAULT_SERVER,
-            "entrypoint.sh": _NGINX_ENTRYPOINT,
-        },
+        HAPROXY_STANDIN,
+        {"Containerfile": _HAPROXY_CONTAINERFILE, "entrypoint.sh": _HAPROXY_ENTRYPOINT},
     )
 
 

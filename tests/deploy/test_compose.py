@@ -15,10 +15,11 @@ Four things are not the compose file's:
   Debian's MariaDB behind an entrypoint that honours the same MYSQL_* variables, tagged so
   that nobody mistakes it for MySQL. It exercises compose's healthcheck command, the `db`
   host name and the secrets, not MySQL 8.4 itself.
-- `nginx:1.27` cannot be pulled either; the proxy runs podman.NGINX_STANDIN, Debian's
-  nginx 1.22 behind an entrypoint that renders /etc/nginx/templates/ as the official image
-  does. It exercises the template, its rendering, the `api` name's resolution and the
-  published port, not nginx 1.27 itself.
+- `haproxy:2.6` cannot be pulled either; the proxy runs podman.HAPROXY_STANDIN, Debian's
+  haproxy 2.6 with the official image's entrypoint, command and paths. It exercises the
+  configuration file where compose mounts it, its environment, the `api` name's
+  resolution through the network's DNS, the health checks, the healthcheck and the
+  published port; it is the same HAProxy branch, not the same build.
 - `redis:7.4` cannot be pulled either; the redis service runs podman.REDIS_STANDIN,
   Debian's Redis 7.0 behind an entrypoint that takes the command as redis-server's, with
   protected mode off as the official image builds it. It exercises the command, the
@@ -59,7 +60,7 @@ TAG = "localhost/userql:test"
 # What stands in for each image the compose file names but this machine cannot pull.
 STAND_INS = {
     "mysql:8.4": podman.MARIADB_STANDIN,
-    "nginx:1.27": podman.NGINX_STANDIN,
+    "haproxy:2.6": podman.HAPROXY_STANDIN,
     "redis:7.4": podman.REDIS_STANDIN,
 }
 # The keys of a service this test knows how to honour; any other fails the test, so that a
@@ -101,7 +102,9 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Slow).serve_forever()
 DB_HEALTHY_SECONDS = 90
 MIGRATE_SECONDS = 120
 API_HEALTHY_SECONDS = 60
-# The template's resolver `valid`, and some: how soon a new replica must get requests.
+# HAProxy asks the DNS every second and checks a new address's /readyz twice before it sends
+# it requests; with podman's DNS now and then slow, this bounds how soon a replica must get
+# requests.
 RERESOLVE_SECONDS = 20
 # A persisted query the test registers through the proxy, then sends by its hash alone.
 APQ_DOCUMENT = "query ComposeApq { me { email } }"
@@ -303,7 +306,7 @@ def project(services: dict[str, Any]) -> Iterator[Project]:
     podman.podman("network", "create", started.network)
     # Only the network's own DNS server (aardvark-dns, at the gateway) in each container's
     # resolv.conf, as Docker has only its embedded one (127.0.0.11) on a compose network.
-    # podman 4.3 would list the host's servers after it, and nginx asks its resolvers in
+    # podman 4.3 would list the host's servers after it, and HAProxy asks its resolvers in
     # turn: every other lookup of `api` would go to a server that has never heard of it.
     try:
         [network] = json.loads(podman.podman("network", "inspect", started.network).stdout)
@@ -322,7 +325,7 @@ def images() -> None:
     podman.ensure_base_image()
     podman.build(TAG)
     podman.ensure_mariadb_image()
-    podman.ensure_nginx_image()
+    podman.ensure_haproxy_image()
     podman.ensure_redis_image()
 
 
@@ -331,7 +334,7 @@ def compose_project(tmp_path: Path) -> tuple[dict[str, Any], int]:
     """compose.yml in a directory of its own, its .env holding the webhook's settings, and
     the secrets it requires in the environment; the services as compose resolves them."""
     (tmp_path / "compose.yml").write_text((ROOT / "compose.yml").read_text())
-    # What compose.yml mounts from the checkout (the proxy's template).
+    # What compose.yml mounts from the checkout (the balancer's configuration).
     shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
     (tmp_path / ".env").write_text(
         "USER_PROVISIONING_WEBHOOK_URL=http://webhook:8080/provision\n"
@@ -369,7 +372,7 @@ def graphql_lines(logs: str) -> int:
 
 
 # What the proxy logs when `api` has no address.
-UNRESOLVED = "api could not be resolved"
+UNRESOLVED = "for maintenance (DNS"
 
 
 def test_the_compose_services_start_in_order_serve_and_drain(
@@ -413,31 +416,28 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         assert "database migrated to" in started.logs(migrate)
         assert "initialising the datadir" in started.logs(db)  # the volume started empty
 
-        # The template was rendered into the server nginx serves, in place of port 80's.
         wait_healthy(proxy, API_HEALTHY_SECONDS)
         healthy = time.monotonic()
-        assert (
-            "Running envsubst on /etc/nginx/templates/default.conf.template to "
-            "/etc/nginx/conf.d/default.conf"
-        ) in started.logs(proxy)
-        rendered = podman.podman("exec", proxy, "cat", "/etc/nginx/conf.d/default.conf").stdout
-        # The entrypoint's NGINX_LOCAL_RESOLVERS: the network's DNS, as Docker's would be.
-        [resolver] = re.findall(r"^ *resolver (.*);$", rendered, re.MULTILINE)
-        assert resolver == f"{started.dns} valid=10s ipv6=off", resolver
-        assert "set $userql_upstream api:8000;" in rendered
+        # The file compose mounts is the one HAProxy read, and `api` was found through the
+        # network's DNS (the one nameserver of the container's resolv.conf).
+        mounted = podman.podman("exec", proxy, "cat", "/usr/local/etc/haproxy/haproxy.cfg")
+        assert mounted.stdout == (ROOT / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+        resolv = podman.podman("exec", proxy, "cat", "/etc/resolv.conf").stdout
+        assert re.findall(r"^nameserver (\S+)$", resolv, re.MULTILINE) == [started.dns]
+        assert re.search(r"api/api1 changed its IP from \(none\) to ", started.logs(proxy))
         # Each gunicorn worker checks readiness for itself, so a worker not asked yet may still
         # say 503 after the container's HEALTHCHECK passed; and podman 4.3's network DNS now
         # and then takes 10 s to answer a lookup of `db` (seen in CI), which only a retry
         # gets past. A balancer would see the same and keep asking.
         assert eventually_ready(f"{base}/readyz", seconds=30)
         assert call(f"{base}/livez") == (200, {"status": "ok"})
-        # The proxy's own refusal, in the app's error shape.
+        # gunicorn's refusal, in the app's error shape, through the balancer.
         assert call(f"{base}/livez?{'x' * 10000}") == (
             414,
             {
                 "errors": [
                     {
-                        "message": "The request line is too long.",
+                        "message": "URI Too Long.",
                         "extensions": {"code": "URI_TOO_LONG"},
                     }
                 ]
@@ -458,8 +458,8 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         )
 
         # A second api container under the same name, as `--scale api=2` starts one while
-        # the proxy runs: each nginx worker finds it when its answer for `api` expires
-        # (`valid`), then sends each request to one of the addresses, taken at random.
+        # the proxy runs: HAProxy finds its address at its next lookup of `api`, puts it in
+        # a free server slot, and sends requests to it once its /readyz has passed.
         started.up("api", replica=2)
         api_2 = started.name("api", 2)
         wait_healthy(api_2, API_HEALTHY_SECONDS)
@@ -545,6 +545,7 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         while "received /provision" not in started.logs(started.name("webhook")):
             assert time.monotonic() < deadline, "the request never reached the webhook"
             time.sleep(0.1)
+        proxy_log_while_serving = started.logs(proxy)
         stopping = time.monotonic()
         stopped = podman.podman("stop", api, api_2, timeout=grace + 30)
         stop_seconds = time.monotonic() - stopping
@@ -569,16 +570,15 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         for replica in (api, api_2):
             assert "Control server error" not in started.logs(replica)
         # While an api ran, every lookup of `api` found it.
-        assert UNRESOLVED not in started.logs(proxy), started.logs(proxy)
+        assert UNRESOLVED not in proxy_log_while_serving, proxy_log_while_serving
 
-        # With no api left the proxy answers itself, in the same shape: 502 once it knows
-        # the addresses are gone, 504 while a vanished address is still being tried.
+        # With no api left the balancer answers itself, in the same shape: no instance is
+        # in rotation, or none could be reached.
         probing = time.monotonic()
         status, body = call(f"{base}/livez")
         no_api_seconds = time.monotonic() - probing
-        codes = {502: "BAD_GATEWAY", 504: "GATEWAY_TIMEOUT"}
-        assert status in codes, (status, body)
-        assert [error["extensions"]["code"] for error in body["errors"]] == [codes[status]]
+        assert status == 503, (status, body)
+        assert [error["extensions"]["code"] for error in body["errors"]] == ["SERVICE_UNAVAILABLE"]
 
         # The user is in the db service's volume, written through the `db` host name.
         environment = services["db"]["environment"]
@@ -596,7 +596,7 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         f"{timings['db service_healthy'] - timings['db started']:.1f} s, migrate "
         f"{timings['migrate service_completed_successfully'] - timings['migrate started']:.1f} s, "
         f"api healthy {timings['api service_healthy'] - timings['api started']:.1f} s after "
-        f"start, proxy {healthy - timings['proxy started']:.1f} s (resolver {resolver}); "
+        f"start, proxy {healthy - timings['proxy started']:.1f} s (DNS {started.dns}); "
         f"a second api got requests {found_replica:.1f} s after it was healthy, and "
         f"{sent} requests went {' and '.join(str(count) for count in spread.values())}; "
         "redis healthy before the api started; "
