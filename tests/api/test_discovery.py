@@ -104,7 +104,7 @@ def test_a_trusted_proxy_gives_the_public_address(
 ) -> None:
     configured = replace(settings, trusted_proxies=1)
     client = create_app(configured, session_factory=session_factory).test_client()
-    # What deploy/nginx sends: the client's Host as it was, and the scheme it was reached by.
+    # What deploy/haproxy sends: the client's Host as it was, and the scheme it was reached by.
     forwarded = {"Host": "users.example.com", "X-Forwarded-Proto": "https"}
     jwks_uri = discover(client, **forwarded)["jwks_uri"]
     assert jwks_uri == "https://users.example.com/.well-known/jwks.json"

@@ -44,7 +44,7 @@ def emitted_codes() -> set[str]:
         persisted_queries.PERSISTED_QUERY_INVALID,
         persisted_queries.OPERATION_NOT_TRUSTED,
     }
-    # The proxy compose puts in front (deploy/nginx) answers its own refusals too.
+    # The balancer compose puts in front (deploy/haproxy) answers its own refusals too.
     proxy = set(PROXY_ERRORS.values())
     return (
         graphql | limit_codes | persisted | service_codes() | set(CODE_BY_STATUS.values()) | proxy
