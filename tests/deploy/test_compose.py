@@ -428,8 +428,10 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         # Each gunicorn worker checks readiness for itself, so a worker not asked yet may still
         # say 503 after the container's HEALTHCHECK passed; and podman 4.3's network DNS now
         # and then takes 10 s to answer a lookup of `db` (seen in CI), which only a retry
-        # gets past. A balancer would see the same and keep asking.
+        # gets past. The balancer sees the same: a check that gets that 503 takes the api out
+        # of rotation until two checks have passed, and meanwhile it answers 503 itself.
         assert eventually_ready(f"{base}/readyz", seconds=30)
+        assert eventually_ready(f"{base}/livez", seconds=30)
         assert call(f"{base}/livez") == (200, {"status": "ok"})
         # gunicorn's refusal, in the app's error shape, through the balancer.
         assert call(f"{base}/livez?{'x' * 10000}") == (
