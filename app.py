@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from db import session as database
 from db.migrations import migrations_head
+from db.replica import ReplicaReads, connect_replica
 from schema.limits import ExposurePolicy
 from schema.root import executable_schema
 from services import auth, documents
@@ -96,6 +97,7 @@ def build_collaborators(
     session_factory: sessionmaker[Session],
     reading_engine: Engine | None = None,
     instruments: Telemetry | None = None,
+    replica: ReplicaReads | None = None,
 ) -> Collaborators:
     shared = build_redis(settings)
     instruments = instruments or Telemetry()
@@ -126,6 +128,7 @@ def build_collaborators(
             trusted=settings.trusted_documents,
         ),
         telemetry=instruments,
+        replica=replica,
     )
 
 
@@ -140,6 +143,7 @@ def create_app(
     another. `tracer_provider` turns tracing on with spans going there instead."""
     settings = settings or Settings.from_env()
     request_log.configure_logging(settings.log_level)
+    replica = None
     if session_factory is None:
         session_factory, reading_engine, readiness_factory = database.connect(
             settings.database_url,
@@ -147,6 +151,14 @@ def create_app(
             settings.database_wait_seconds,
             request_timeout_seconds=settings.request_timeout_seconds,
         )
+        if settings.database_read_url:
+            # Readiness asks the primary only: without the replica, reads go there.
+            replica = connect_replica(
+                settings.database_read_url,
+                settings.database_pool,
+                request_timeout_seconds=settings.request_timeout_seconds,
+                max_lag_seconds=settings.replica_max_lag_seconds,
+            )
     else:
         reading_engine, readiness_factory = None, session_factory
     instruments = build_telemetry(settings, tracer_provider)
@@ -154,7 +166,11 @@ def create_app(
     instruments.instrument_engine(session_factory.kw["bind"].engine, "writes")
     if reading_engine is not None:
         instruments.instrument_engine(reading_engine, "reads")
-    collaborators = build_collaborators(settings, session_factory, reading_engine, instruments)
+    if replica is not None:
+        instruments.instrument_engine(replica.replica, "replica")
+    collaborators = build_collaborators(
+        settings, session_factory, reading_engine, instruments, replica
+    )
     app = Flask(__name__)
     # Werkzeug answers 413 (as JSON, below) before a larger body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes

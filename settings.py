@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from db.session import (
     INSTANCE_DIR,
@@ -108,6 +110,12 @@ class Settings:
     DB_POOL_TIMEOUT_SECONDS, DB_CONNECT_TIMEOUT_SECONDS, DB_READ_TIMEOUT_SECONDS."""
     database_wait_seconds: float = 10.0
     """DB_WAIT_SECONDS: how long startup and `userql migrate` wait for the database."""
+    database_read_url: str | None = None
+    """DATABASE_READ_URL: a MySQL/MariaDB replica of DATABASE_URL for requests' reads
+    (db.replica); unset, every read goes to DATABASE_URL."""
+    replica_max_lag_seconds: float = 5.0
+    """DB_REPLICA_MAX_LAG_SECONDS: a replica further behind than this loses its reads to the
+    primary until it catches up."""
     request_timeout_seconds: float = 10.0
     """REQUEST_TIMEOUT_SECONDS: a request's whole budget from its arrival, queueing included;
     bounds every database statement, the webhook and the wait for a worker."""
@@ -223,6 +231,17 @@ class Settings:
             database_wait_seconds=_parse_number(
                 "DB_WAIT_SECONDS", values.get("DB_WAIT_SECONDS", "10"), float, low=0.0, high=600.0
             ),
+            database_read_url=_read_url(
+                values.get("DATABASE_READ_URL"),
+                values.get("DATABASE_URL") or default_database_url(),
+            ),
+            replica_max_lag_seconds=_parse_number(
+                "DB_REPLICA_MAX_LAG_SECONDS",
+                values.get("DB_REPLICA_MAX_LAG_SECONDS", "5"),
+                float,
+                low=0.0,
+                high=86400.0,
+            ),
             request_timeout_seconds=_parse_number(
                 "REQUEST_TIMEOUT_SECONDS",
                 values.get("REQUEST_TIMEOUT_SECONDS", "10"),
@@ -315,6 +334,21 @@ def _pool_options(values: _Layered) -> PoolOptions:
         connect_timeout_seconds=seconds("DB_CONNECT_TIMEOUT_SECONDS", "3", 60),
         read_timeout_seconds=seconds("DB_READ_TIMEOUT_SECONDS", "30", 3600),
     )
+
+
+def _read_url(read_url: str, database_url: str) -> str | None:
+    if not read_url:
+        return None
+    for name, url in (("DATABASE_READ_URL", read_url), ("DATABASE_URL", database_url)):
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise ConfigError(f"{name} is not a database URL") from None
+        if backend not in ("mysql", "mariadb"):
+            raise ConfigError(
+                f"DATABASE_READ_URL needs {name} to be MySQL or MariaDB, not {backend}"
+            )
+    return read_url
 
 
 def _query_limits(values: _Layered) -> QueryLimits:

@@ -1,4 +1,5 @@
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
@@ -10,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.deadline import DeadlineExceeded
+from db.replica import ReplicaReads
 from services import audit
 from services.errors import DatabaseUnavailable, OutcomeUnknown, RequestTimedOut
 
@@ -175,8 +177,10 @@ class RequestConnection:
     the request ends; a unit of work that writes continues it, and its commit ends both.
     Given a `reading_engine` (see db.session.make_reading_engine), the reads run on a
     connection of its own instead, with no transaction to end, unless the request expects
-    to write (`expect_writes`). Connections are checked out on first use, so a request that
-    reads nothing takes none; `close()` gives them back.
+    to write (`expect_writes`). Given a `replica` too (db.replica), reads go there while it
+    may be read, except those that must see the primary as it is now, and every read of a
+    request once it has begun to write. Connections are checked out on first use, so a
+    request that reads nothing takes none; `close()` gives them back.
     """
 
     def __init__(
@@ -184,13 +188,18 @@ class RequestConnection:
         session_factory: sessionmaker[Session],
         reading_engine: Engine | None = None,
         trail: audit.AuditTrail = audit.UNATTRIBUTED,
+        replica: ReplicaReads | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._reading_engine = reading_engine
         self._trail = trail
+        self._replica = replica
         self._connection: Connection | None = None
         self._reads: Connection | None = None
+        self._replica_reads: Connection | None = None
+        self._replica_asked = False
         self._reads_with_writes = False
+        self._wrote = False
         self._holding = False
         self._held_savepoint: Transaction | None = None
         self._hold_lost = False
@@ -201,15 +210,20 @@ class RequestConnection:
         which would cost a checkout and its ping more."""
         self._reads_with_writes = True
 
-    def reading(self) -> UnitOfWork:
-        """For services that only read."""
+    def reading(self, *, current: bool = False) -> UnitOfWork:
+        """For services that only read; `current`: from the primary, never a replica, for
+        reads that must see every write committed so far (who the caller is, whether their
+        token still holds)."""
         return UnitOfWork(
-            self._reading_session, read_only=True, connection_factory=self._reading_connection
+            functools.partial(self._reading_session, current=current),
+            read_only=True,
+            connection_factory=functools.partial(self._reading_connection, current=current),
         )
 
     def unit_of_work(self) -> UnitOfWork:
         """For services that write: in the request's transaction, which their commit ends
         (or, while the request holds its writes, `release()`)."""
+        self._wrote = True
         return UnitOfWork(
             self._writing_session,
             connection_factory=self._checkout,
@@ -221,6 +235,7 @@ class RequestConnection:
         """From now on the request's writes commit together, when `release()` says so, in
         the transaction of the connection returned (for what the caller writes first: an
         idempotency key's claim). A unit of work that fails rolls it all back."""
+        self._wrote = True
         connection = self._checkout()
         if connection is None:
             # A factory bound to a connection (the tests'): its sessions use savepoints,
@@ -264,14 +279,16 @@ class RequestConnection:
         if self._held_savepoint is None:
             self._hold_lost = True  # the connection's transaction, claim and all, is gone
 
-    def _reading_session(self) -> Session:
-        connection = self._reading_connection()
+    def _reading_session(self, *, current: bool = False) -> Session:
+        connection = self._reading_connection(current=current)
         if connection is None:
             return self._session_factory()
         # Joined to a transaction it did not begin, the session leaves it open when it closes.
         return self._session_factory(bind=connection)
 
-    def _reading_connection(self) -> Connection | None:
+    def _reading_connection(self, *, current: bool = False) -> Connection | None:
+        if not current and (replica := self._replica_connection()) is not None:
+            return replica
         if self._reading_engine is not None and not self._reads_with_writes:
             if self._reads is None:
                 self._reads = self._reading_engine.connect()
@@ -280,6 +297,23 @@ class RequestConnection:
         if connection is not None and not connection.in_transaction():
             connection.begin()
         return connection
+
+    def _replica_connection(self) -> Connection | None:
+        """The request's connection to the replica; None when its reads go to the primary:
+        it expects to write or has written (its own writes are there), or the replica may
+        not be read now. A replica that cannot be reached sends this request's reads, and
+        the process's until its next check, to the primary."""
+        if self._replica is None or self._reads_with_writes or self._wrote:
+            return None
+        if not self._replica_asked:
+            self._replica_asked = True
+            engine = self._replica.engine()
+            if engine is not None:
+                try:
+                    self._replica_reads = engine.connect()
+                except _OUTAGES as error:
+                    self._replica.failed(error)
+        return self._replica_reads
 
     def _writing_session(self) -> Session:
         connection = self._checkout()
@@ -307,11 +341,10 @@ class RequestConnection:
         return self._connection
 
     def close(self) -> None:
-        reads, connection = self._reads, self._connection
-        self._reads = self._connection = None
-        try:
-            if reads is not None:
-                reads.close()
-        finally:
-            if connection is not None:
-                connection.close()
+        held = (self._connection, self._reads, self._replica_reads)
+        self._replica_reads = self._reads = self._connection = None
+        # Each is closed even when closing another fails.
+        with contextlib.ExitStack() as closing:
+            for connection in held:
+                if connection is not None:
+                    closing.callback(connection.close)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.replica import ReplicaReads
 from schema.limits import ExposurePolicy, QueryLimits
 from services import auth
 from services.google import (
@@ -39,3 +40,5 @@ class Collaborators:
     """GraphiQL's role switcher may mint short-lived tokens (development only)."""
     documents: DocumentAdmission
     telemetry: Telemetry
+    replica: ReplicaReads | None = None
+    """Where requests' reads go instead, while it may be read (DATABASE_READ_URL)."""

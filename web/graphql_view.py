@@ -110,6 +110,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             collaborators.session_factory,
             collaborators.reading_engine,
             AuditTrail(actor=self._actor, redact_email=collaborators.audit_redact_email),
+            collaborators.replica,
         )
         self._principal = auth.ANONYMOUS
         self._idempotency: tuple[str, str, str] | None = None
@@ -126,8 +127,10 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         with_row = any(needs_caller_row(document) for document in documents)
         if any(_MUTATION.search(document) for document in documents):
             self._database.expect_writes()
+        # From the primary: a replica that trails it would let a revoked token in, and turn
+        # away a caller who signed up a moment ago.
         principal = auth.authenticate(
-            self._database.reading(), collaborators.tokens, token, with_row=with_row
+            self._database.reading(current=True), collaborators.tokens, token, with_row=with_row
         )
         self._principal = principal
         header = request.headers.get("Idempotency-Key")

@@ -185,6 +185,7 @@ def test_the_dotenv_file_in_the_working_directory_is_read(
         ("RATE_LIMIT_SIGN_IN", "ten per minute", "RATE_LIMIT_SIGN_IN must look like 10/60"),
         ("RATE_LIMIT_CREATE_USER", "0/60", "RATE_LIMIT_CREATE_USER must look like"),
         ("GRAPHQL_BATCH_MAX", "1000", "GRAPHQL_BATCH_MAX must be from 0 to 100"),
+        ("DB_REPLICA_MAX_LAG_SECONDS", "-1", "DB_REPLICA_MAX_LAG_SECONDS must be from 0"),
     ],
 )
 def test_bad_values_are_refused_at_startup(
@@ -192,6 +193,35 @@ def test_bad_values_are_refused_at_startup(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({variable: value}, dotenv_path=tmp_path / "missing.env")
+
+
+def test_a_replica_is_read_for_a_mysql_primary(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "mysql+pymysql://u@primary/userql",
+            "DATABASE_READ_URL": "mysql+pymysql://u@replica/userql",
+            "DB_REPLICA_MAX_LAG_SECONDS": "2.5",
+        },
+        dotenv_path=tmp_path / "missing.env",
+    )
+    assert settings.database_read_url == "mysql+pymysql://u@replica/userql"
+    assert settings.replica_max_lag_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    ("primary", "read_url", "message"),
+    [
+        ("", "mysql+pymysql://u@replica/userql", "needs DATABASE_URL to be MySQL or MariaDB"),
+        ("mysql+pymysql://u@db/userql", "sqlite:///replica.db", "needs DATABASE_READ_URL to be"),
+        ("mysql+pymysql://u@db/userql", "replica.example", "DATABASE_READ_URL is not a database"),
+    ],
+)
+def test_a_replica_needs_mysql_on_both_sides(
+    tmp_path: Path, primary: str, read_url: str, message: str
+) -> None:
+    environ = {"DATABASE_URL": primary, "DATABASE_READ_URL": read_url}
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(environ, dotenv_path=tmp_path / "missing.env")
 
 
 def test_a_webhook_url_that_is_not_http_is_refused(tmp_path: Path) -> None:
