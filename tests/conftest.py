@@ -28,6 +28,9 @@ from tests.report import REPORT
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 MYSQL_URL_VARIABLE = "USERQL_TEST_MYSQL_URL"
+# A MariaDB primary and its replica, such as .ci/mariadb-pair starts.
+PRIMARY_URL_VARIABLE = "USERQL_TEST_MYSQL_PRIMARY_URL"
+REPLICA_URL_VARIABLE = "USERQL_TEST_MYSQL_REPLICA_URL"
 REDIS_URL_VARIABLE = "USERQL_TEST_REDIS_URL"
 CHROMIUM_VARIABLE = "USERQL_TEST_CHROMIUM"
 PODMAN_VARIABLE = "USERQL_TEST_PODMAN"
@@ -36,6 +39,7 @@ PROMTOOL_VARIABLE = "USERQL_TEST_PROMTOOL"
 # Marker → the variable that must be set for its tests to run.
 SERVICE_MARKERS = {
     "mysql": MYSQL_URL_VARIABLE,
+    "replica": REPLICA_URL_VARIABLE,
     "redis": REDIS_URL_VARIABLE,
     "browser": CHROMIUM_VARIABLE,
     "image": PODMAN_VARIABLE,
