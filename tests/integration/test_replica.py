@@ -305,6 +305,36 @@ def test_a_replica_that_is_down_sends_reads_to_the_primary(
     assert counted(clean.replica, read)["Com_select"] == 1
 
 
+def test_a_replica_gone_silent_costs_a_request_its_timeouts_not_its_budget(
+    proxied_settings: tuple[Settings, TcpProxy],
+    admin: models.User,
+    tokens: TokenService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings, proxy = proxied_settings
+    # The primary's bounds too: a silent replica is waited for no longer than these.
+    pool = PoolOptions(connect_timeout_seconds=0.5, read_timeout_seconds=0.5)
+    client = authorized(
+        create_app(replace(settings, database_pool=pool)).test_client(), tokens, admin
+    )
+
+    def read() -> float:
+        started = time.monotonic()
+        assert gql(client, USER, id=str(admin.id))["data"]["user"]["email"] == admin.email
+        return time.monotonic() - started
+
+    read()
+    proxy.freeze()  # packets dropped both ways: nothing refused, nothing answered
+    took = []
+    for _ in range(25):  # across two checks or more, each of which waits its 0.5 s
+        took.append(read())
+        time.sleep(0.1)
+    # The first: the pool's ping, then a new connection, each waiting its 0.5 s.
+    assert max(took) < 2.0, took
+    assert sorted(took)[len(took) // 2] < 0.2, took  # the others go to the primary at once
+    assert len(replica_log(caplog)) == 1
+
+
 def test_a_replica_that_stops_replicating_or_lags_loses_its_reads_until_it_catches_up(
     admin_client: FlaskClient,
     clean: Pair,
