@@ -46,7 +46,7 @@ def userql_engine() -> tuple[Engine, Callable[[], object]]:
     telemetry.Telemetry(tracer=tracer).instrument_engine(engine, "writes")
 
     def in_request() -> object:
-        return telemetry.begin_request(tracer)[1]
+        return telemetry.begin_request(tracer)
 
     return engine, in_request
 

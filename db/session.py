@@ -11,6 +11,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
+from db import statements
 from db.deadline import bounded
 
 logger = logging.getLogger(__name__)
@@ -166,14 +167,17 @@ class BoundedConnection(pymysql.connections.Connection):  # type: ignore[misc]
 
     def query(self, sql: Any, unbuffered: bool = False) -> Any:
         self._within(self._statement_timeout)
+        statements.sent()
         return super().query(sql, unbuffered)
 
     def commit(self) -> None:
         self._within(self._statement_timeout)
+        statements.sent()
         super().commit()
 
     def rollback(self) -> None:
         self._within(self._statement_timeout)
+        statements.sent()
         super().rollback()
 
     def ping(self, *args: Any, **kwargs: Any) -> None:
@@ -209,6 +213,7 @@ def _make_sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _disable_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        dbapi_connection.set_trace_callback(statements.sent)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -80,8 +80,9 @@ class Telemetry:
         return self.tracer is not None or self.metrics is not None
 
     def instrument_engine(self, engine: Engine, name: str) -> None:
-        """SQL spans, each request's statement count and the pool's gauges, when on."""
-        if self.on and engine not in _STATEMENTS_HOOKED:
+        """SQL spans when tracing, the pool's gauges when counting. (Each request's
+        statements are counted by the drivers: db.statements.)"""
+        if self.tracer is not None and engine not in _STATEMENTS_HOOKED:
             _STATEMENTS_HOOKED.add(engine)
             _hook_statements(engine)
         if self.metrics is not None and engine not in _POOLS_WATCHED:
@@ -139,21 +140,19 @@ class OutgoingCall:
 
 
 class RequestTelemetry:
-    """What the statements of the request this thread serves report to."""
+    """The tracer of the request this thread serves, for its statements' spans."""
 
-    __slots__ = ("statements", "tracer")
+    __slots__ = ("tracer",)
 
-    def __init__(self, tracer: Tracer | None) -> None:
+    def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
-        self.statements = 0
 
 
 _current: ContextVar[RequestTelemetry | None] = ContextVar("request_telemetry", default=None)
 
 
-def begin_request(tracer: Tracer | None) -> tuple[RequestTelemetry, Token[RequestTelemetry | None]]:
-    state = RequestTelemetry(tracer)
-    return state, _current.set(state)
+def begin_request(tracer: Tracer) -> Token[RequestTelemetry | None]:
+    return _current.set(RequestTelemetry(tracer))
 
 
 def end_request(token: Token[RequestTelemetry | None]) -> None:
@@ -161,7 +160,7 @@ def end_request(token: Token[RequestTelemetry | None]) -> None:
 
 
 # Engines are shared by apps in one process (the tests build many): each is hooked once,
-# and each request's own RequestTelemetry says what its statements report.
+# and each request's own RequestTelemetry says which tracer its statements report to.
 _STATEMENTS_HOOKED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 _POOLS_WATCHED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
@@ -187,10 +186,7 @@ def _hook_statements(engine: Engine) -> None:
         _executemany: bool,
     ) -> None:
         state = _current.get()
-        if state is None:
-            return
-        state.statements += 1
-        if state.tracer is None or context is None:
+        if state is None or context is None:
             return
         operation = statement.split(None, 1)[0].upper() if statement else "SQL"
         setattr(

@@ -12,6 +12,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from db import statements
 from schema.operation_log import RequestLog
 from services import metrics as metrics_module
 from services import telemetry
@@ -46,8 +47,10 @@ def _observe_requests(
     @app.before_request
     def begin() -> None:
         globals_ = current_globals()
-        globals_.telemetry, globals_.telemetry_token = telemetry.begin_request(tracer)
+        if measures is not None:
+            globals_.statements_token = statements.start()
         if tracer is not None:
+            globals_.telemetry_token = telemetry.begin_request(tracer)
             _start_span(tracer, globals_)
 
     @app.after_request
@@ -72,6 +75,8 @@ def _observe_requests(
             span.end()
         if (token := globals_.pop("telemetry_token", None)) is not None:
             telemetry.end_request(token)
+        if (counting := globals_.pop("statements_token", None)) is not None:
+            statements.end(counting)
 
 
 def _start_span(tracer: trace.Tracer, globals_: Any) -> None:
@@ -107,10 +112,11 @@ def _record(
     """A GraphQL request's metrics, from what its RequestLog says."""
     globals_ = current_globals()
     log: RequestLog | None = globals_.get("request_log")
-    state: telemetry.RequestTelemetry | None = globals_.get("telemetry")
-    if log is None or state is None or current_request().path != GRAPHQL_PATH:
+    counting = globals_.pop("statements_token", None)
+    sent = 0 if counting is None else statements.end(counting)
+    if log is None or counting is None or current_request().path != GRAPHQL_PATH:
         return
-    if response.mimetype == "text/html":
+    if response.content_type.startswith("text/html"):
         return  # GraphiQL's page, not a GraphQL request
     operation_type = log.operation_type or metrics_module.NONE
     child(
@@ -123,7 +129,7 @@ def _record(
         measures.count_errors(log.error_codes)
     started: float = globals_.started
     child(measures.duration, operation_type).observe(time.monotonic() - started)
-    measures.statements.observe(state.statements)
+    measures.statements.observe(sent)
     for limit in log.rate_limited:
         child(measures.rate_limited, limit).inc()
     _count(measures.document_cache, log.document_cache_hits, log.document_cache_misses)
