@@ -199,7 +199,12 @@ def create_app(
     if settings.graphiql:
         graphiql.register(app, collaborators)
     health.register(
-        app, readiness_factory, collaborators.tokens, migrations_head(), port=settings.health_port
+        app,
+        readiness_factory,
+        collaborators.tokens,
+        migrations_head(),
+        port=settings.health_port,
+        drain_seconds=settings.shutdown_drain_seconds,
     )
     errors.register(app)
     return app

@@ -125,6 +125,10 @@ class Settings:
     health_port: int = 8081
     """HEALTH_PORT: where each gunicorn worker also answers /livez and /readyz from a thread
     of its own; 0 turns it off."""
+    shutdown_drain_seconds: float = 0.0
+    """SHUTDOWN_DRAIN_SECONDS: after SIGTERM, how long each worker keeps serving while /readyz
+    answers 503 draining, so that a balancer takes the instance out of rotation before it
+    stops accepting; 0 stops at once."""
     cors_origins: tuple[str, ...] = ()
     """CORS_ORIGINS: comma-separated origins allowed to call the API from a browser."""
     cors_allow_credentials: bool = False
@@ -252,6 +256,13 @@ class Settings:
             fast_execution=_parse_bool("FAST_EXECUTION", values.get("FAST_EXECUTION", "true")),
             health_port=_parse_number(
                 "HEALTH_PORT", values.get("HEALTH_PORT", "8081"), int, low=0, high=65535
+            ),
+            shutdown_drain_seconds=_parse_number(
+                "SHUTDOWN_DRAIN_SECONDS",
+                values.get("SHUTDOWN_DRAIN_SECONDS", "0"),
+                float,
+                low=0.0,
+                high=60.0,
             ),
             cors_origins=_cors_origins(
                 values.get("CORS_ORIGINS", ""), allow_credentials=cors_credentials

@@ -89,13 +89,13 @@ def wait_until_ready(base: str, process: "subprocess.Popen[bytes]", log: Path) -
     raise AssertionError("gunicorn never became ready:\n" + log.read_text())
 
 
-def stop(process: "subprocess.Popen[bytes]") -> None:
+def stop(process: "subprocess.Popen[bytes]", grace_seconds: float = 5) -> None:
     """SIGTERM, so gunicorn's exit hooks run (they remove its metrics directory), and
-    SIGKILL if it has not gone within a few seconds."""
+    SIGKILL if it has not gone within `grace_seconds` (a server that drains needs longer)."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=grace_seconds)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

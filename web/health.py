@@ -1,7 +1,8 @@
 """/livez, /readyz, the JWKS and the discovery document that points at it; and the health
 port, which answers /livez and /readyz from a thread of its own in each gunicorn worker
 (web/worker.py), so that probes are answered while every request thread waits on a slow
-database or a slow client."""
+database or a slow client. A worker that drains before it stops (SHUTDOWN_DRAIN_SECONDS)
+says so here: /readyz answers 503 draining on both ports while requests are still served."""
 
 import json
 import logging
@@ -23,6 +24,9 @@ LIVE = {"status": "ok"}
 TOKEN_CLAIMS = ("sub", "roles", "iat", "exp", "iss", "aud", "jti", "sid")
 
 
+DRAINING = {"status": "draining", "reason": "the server is shutting down"}
+
+
 def readiness_body(readiness: Readiness, revision: str) -> tuple[int, dict[str, Any]]:
     if readiness.ready:
         return 200, {"status": "ready", "revision": revision}
@@ -30,17 +34,29 @@ def readiness_body(readiness: Readiness, revision: str) -> tuple[int, dict[str, 
 
 
 class Health:
-    """What the health endpoints answer from, kept on the app for the health port."""
+    """What the health endpoints answer from, kept on the app for the health port and for
+    the worker, which reads `drain_seconds` and calls begin_draining() on SIGTERM."""
 
-    def __init__(self, probe: ReadinessProbe, *, revision: str, port: int) -> None:
+    def __init__(
+        self, probe: ReadinessProbe, *, revision: str, port: int, drain_seconds: float = 0.0
+    ) -> None:
         self.probe = probe
         self.revision = revision
         self.port = port
+        self.drain_seconds = drain_seconds
+        self.draining = False
+
+    def begin_draining(self) -> None:
+        # One plain attribute, written from a signal handler and read by any thread: no lock
+        # that the interrupted thread might be holding.
+        self.draining = True
 
     def answer(self, path: str) -> tuple[int, dict[str, Any]]:
         if path == "/livez":
             return 200, LIVE
         if path == "/readyz":
+            if self.draining:
+                return 503, DRAINING
             return readiness_body(self.probe.current(), self.revision)
         return 404, {"errors": [{"message": "Not found.", "extensions": {"code": "NOT_FOUND"}}]}
 
@@ -52,14 +68,17 @@ def register(
     revision: str,
     *,
     port: int,
+    drain_seconds: float = 0.0,
 ) -> None:
     """/livez, /readyz (the database at `revision`, checked through `session_factory`), the
     JWKS and its discovery document; the health port answers from the same Health, kept on
-    the app."""
+    the app, which also hands the worker its `drain_seconds`."""
     probe = ReadinessProbe(
         lambda: check_readiness(UnitOfWork(session_factory), expected_revision=revision)
     )
-    health = app.extensions[EXTENSION] = Health(probe, revision=revision, port=port)
+    health = app.extensions[EXTENSION] = Health(
+        probe, revision=revision, port=port, drain_seconds=drain_seconds
+    )
 
     @app.get("/livez")
     def livez() -> Response:
@@ -110,10 +129,17 @@ class _HealthServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
+def health_of(app: Any) -> Health | None:
+    """The app's Health; None for an app that has none (not one create_app built)."""
+    extensions = getattr(app, "extensions", None)
+    found = extensions.get(EXTENSION) if isinstance(extensions, dict) else None
+    return found if isinstance(found, Health) else None
+
+
 def serve_health_port(app: Flask, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:  # noqa: S104
     """Starts answering /livez and /readyz on the app's health port, in a daemon thread of
     this process; None when the port is 0 (off) or the app has no health endpoints."""
-    found: Health | None = app.extensions.get(EXTENSION)
+    found = health_of(app)
     if found is None or found.port == 0:
         return None
     health = found

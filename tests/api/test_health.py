@@ -9,6 +9,7 @@ from app import create_app
 from db.migrations import migrations_head
 from db.session import make_engine, make_session_factory
 from settings import Settings
+from web.health import health_of
 
 
 def test_livez_needs_nothing(client: FlaskClient) -> None:
@@ -29,6 +30,24 @@ def test_readyz_when_the_database_is_unreachable(
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.get_json() == {"status": "unavailable", "reason": "the database is unreachable"}
+
+
+def test_a_draining_worker_is_not_ready_but_alive(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    app = create_app(replace(settings, shutdown_drain_seconds=3.0), session_factory=session_factory)
+    health = health_of(app)
+    assert health is not None
+    assert health.drain_seconds == 3.0
+    health.begin_draining()
+    client = app.test_client()
+    readyz = client.get("/readyz")
+    assert (readyz.status_code, readyz.get_json()) == (
+        503,
+        {"status": "draining", "reason": "the server is shutting down"},
+    )
+    livez = client.get("/livez")
+    assert (livez.status_code, livez.get_json()) == (200, {"status": "ok"})
 
 
 def test_readyz_when_migrations_are_missing(settings: Settings, tmp_path: Path) -> None:

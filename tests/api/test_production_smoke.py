@@ -20,7 +20,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import TEST_SECRET
 from tests.graphql import CREATE_USER
 from tests.http_stub import Behaviour, stub_server
-from tests.servers import call, free_port, raw, start_gunicorn, stop, userql, wait_until_ready
+from tests.servers import (
+    call,
+    free_port,
+    raw,
+    start_gunicorn,
+    stop,
+    userql,
+    wait_until_ready,
+    workers_of,
+)
 
 
 @dataclass
@@ -167,3 +176,107 @@ def test_a_request_whose_client_hung_up_while_it_queued_is_not_run(tmp_path: Pat
     assert emails == {"ops@example.com", "a@x.io"}
     assert [received["body"]["email"] for received in server.provisioning.received] == ["a@x.io"]
     assert "client went away before its request started; not run" in server.log.read_text()
+
+
+DRAINING = (503, {"status": "draining", "reason": "the server is shutting down"})
+
+
+def wait_until_every_worker_serves(server: Server, workers: int) -> None:
+    """wait_until_ready sees one worker ready; a SIGTERM before another has booted would stop
+    that one at once, with no drain to see."""
+    wait_until_ready(server.base, server.process, server.log)
+    deadline = time.monotonic() + 30
+    while server.log.read_text().count("health endpoints on port") < workers:
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.05)
+
+
+def wait_until_draining(server: Server, health: str) -> None:
+    """Until /readyz says draining on the API's port and on the health port, several times
+    in a row: the master relays SIGTERM to every worker, and either may answer."""
+    deadline = time.monotonic() + 1.5
+    in_a_row, both = 0, None
+    while in_a_row < 4:
+        assert time.monotonic() < deadline, both
+        both = (call(f"{server.base}/readyz"), call(health))
+        in_a_row = in_a_row + 1 if both == (DRAINING, DRAINING) else 0
+        time.sleep(0.02)
+
+
+def test_on_sigterm_each_worker_drains_before_it_stops(tmp_path: Path) -> None:
+    """SHUTDOWN_DRAIN_SECONDS=2: after SIGTERM /readyz answers 503 draining on both ports,
+    /livez and queries are still answered 200, and gunicorn exits 0 once the drain is over,
+    not before."""
+    health_port = free_port()
+    with production_server(
+        f"sqlite:///{tmp_path / 'drain.sqlite3'}",
+        tmp_path,
+        WEB_CONCURRENCY="2",
+        HEALTH_PORT=str(health_port),
+        SHUTDOWN_DRAIN_SECONDS="2",
+    ) as server:
+        wait_until_every_worker_serves(server, 2)
+        health = f"http://127.0.0.1:{health_port}"
+        assert call(f"{health}/readyz")[0] == 200
+        os.kill(server.process.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        wait_until_draining(server, f"{health}/readyz")
+        query = {"query": "{ me { email } }"}
+        served = [call(f"{server.base}/graphql", query, token=server.token) for _ in range(5)]
+        live = [call(f"{server.base}/livez"), call(f"{health}/livez")]
+        served_within = time.monotonic() - signalled
+        still_running = server.process.poll() is None
+        assert server.process.wait(timeout=20) == 0
+        exited_after = time.monotonic() - signalled
+    assert served == [(200, {"data": {"me": {"email": "ops@example.com"}}})] * 5
+    assert live == [(200, {"status": "ok"})] * 2
+    assert still_running
+    assert served_within < 2, served_within
+    assert exited_after >= 2, exited_after
+    assert server.log.read_text().count("SIGTERM: draining for 2 s") == 2
+
+
+@pytest.mark.parametrize("second", ["SIGTERM to each worker", "SIGINT to the master"])
+def test_a_second_signal_during_the_drain_stops_gunicorn_promptly(
+    tmp_path: Path, second: str
+) -> None:
+    health_port = free_port()
+    with production_server(
+        f"sqlite:///{tmp_path / 'drain.sqlite3'}",
+        tmp_path,
+        WEB_CONCURRENCY="2",
+        HEALTH_PORT=str(health_port),
+        SHUTDOWN_DRAIN_SECONDS="20",
+    ) as server:
+        wait_until_every_worker_serves(server, 2)
+        workers = workers_of(server.process)
+        assert len(workers) == 2, workers
+        os.kill(server.process.pid, signal.SIGTERM)
+        wait_until_draining(server, f"http://127.0.0.1:{health_port}/readyz")
+        signalled = time.monotonic()
+        if second == "SIGINT to the master":
+            os.kill(server.process.pid, signal.SIGINT)
+        else:
+            for worker in workers:
+                os.kill(worker, signal.SIGTERM)
+        assert server.process.wait(timeout=10) == 0
+        stopped_after = time.monotonic() - signalled
+    # Well within the drain's 20 s.
+    assert stopped_after < 5, stopped_after
+
+
+def test_a_drain_as_long_as_the_graceful_timeout_is_refused_at_start(tmp_path: Path) -> None:
+    """The master kills its workers GUNICORN_GRACEFUL_TIMEOUT after SIGTERM, drain included:
+    a drain that long would leave in-flight requests no time, so gunicorn does not start."""
+    with production_server(
+        f"sqlite:///{tmp_path / 'drain.sqlite3'}",
+        tmp_path,
+        WEB_CONCURRENCY="1",
+        SHUTDOWN_DRAIN_SECONDS="5",
+        GUNICORN_GRACEFUL_TIMEOUT="5",
+    ) as server:
+        assert server.process.wait(timeout=60) != 0
+    assert (
+        "SHUTDOWN_DRAIN_SECONDS (5) must be less than GUNICORN_GRACEFUL_TIMEOUT (5)"
+        in server.log.read_text()
+    )

@@ -144,6 +144,12 @@ def test_gunicorn_drains_before_the_kubelet_kills() -> None:
     assert spec["terminationGracePeriodSeconds"] > int(sleep[1]) + graceful
 
 
+def test_the_pods_pause_before_sigterm_instead_of_draining() -> None:
+    """The preStop pause, not SHUTDOWN_DRAIN_SECONDS, keeps requests off a terminating pod
+    (docs/deploy.md): a drain there would only lengthen every stop."""
+    assert config()["SHUTDOWN_DRAIN_SECONDS"] == "0"
+
+
 def test_pods_run_as_the_image_user_with_nothing_writable() -> None:
     for kind in ("Deployment", "Job"):
         spec = pod_spec(kind)

@@ -9,10 +9,11 @@ DNS server of the test's own (tests/dns_server.py) answers the name with 127.0.0
 - A rate limit is counted across both instances.
 - A persisted query registered through one instance is served by the other.
 - A slow-header client at the balancer never reaches gunicorn.
-- A SIGTERM to one instance during a bounded load of mutations (POST, each with an
-  Idempotency-Key) and queries (GET) loses no request: each is answered 200, each change
-  is made once, HAProxy takes the instance out of rotation and sends what it refused or
-  dropped unanswered to the other, and the other keeps serving.
+- A SIGTERM to one instance during a bounded load of mutations (POST, with an
+  Idempotency-Key and without one) and queries (GET) loses no request: each is answered
+  200, each change is made once. The instance drains (SHUTDOWN_DRAIN_SECONDS): it serves on
+  while its /readyz says draining, HAProxy takes it out of rotation, and only then does it
+  close its listener; the other keeps serving.
 """
 
 import hashlib
@@ -62,9 +63,13 @@ mutation Rename($id: ID!, $name: String!) {
 }
 """
 LOAD_THREADS = 8
-LOAD_SECONDS = 4.0
-LOAD_PER_THREAD = 400
+LOAD_PER_THREAD = 600
 SIGTERM_AFTER = 1.0
+# Above HAProxy's time to take an instance out (haproxy.cfg: a check every 1 s, out after
+# two failed ones), with room for a check that comes late on a busy machine.
+DRAIN_SECONDS = 4.0
+# The load goes on past the drain's end, when the instance closes its listener.
+LOAD_SECONDS = SIGTERM_AFTER + DRAIN_SECONDS + 2.0
 
 
 # --- the two instances -------------------------------------------------------------------------
@@ -134,6 +139,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "FORWARDED_ALLOW_IPS": "127.0.0.1",
         # Two createUser an hour per address and per user: no window turns over in the test.
         "RATE_LIMIT_CREATE_USER": "2/3600",
+        "SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
     }
     with ExitStack() as stack:
         userql(common, directory, "migrate")
@@ -147,7 +153,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             log = directory / f"gunicorn-{name}.log"
             with log.open("wb") as output:
                 process = start_gunicorn(env, output)
-            stack.callback(stop, process)
+            stack.callback(stop, process, DRAIN_SECONDS + 5)
             instances[name] = Instance(name, f"http://{address}:{port}", log, process)
         for instance in instances.values():
             wait_until_ready(instance.base, instance.process, instance.log)
@@ -369,11 +375,14 @@ def audited(mysql_url: str, prefix: str) -> Counter[str]:
 
 
 def test_a_sigterm_to_one_instance_under_load_loses_no_request(cluster: Cluster) -> None:
-    """Each load thread alternates a rename of its own user (POST, with an Idempotency-Key)
-    and a query (GET) until LOAD_SECONDS are up; instance A gets SIGTERM after SIGTERM_AFTER.
-    gunicorn finishes what A's workers accepted; what A refused, or took into its listen
-    queue and dropped unanswered when its last worker exited, HAProxy sends to B: a rename
-    runs twice only in the form the app answers from the first (a replay of its key)."""
+    """Each load thread takes turns at a rename of its own user with an Idempotency-Key
+    (POST), a query (GET) and a rename without a key (POST) until LOAD_SECONDS are up;
+    instance A gets SIGTERM after SIGTERM_AFTER. A drains: it serves on while its /readyz
+    answers 503, until HAProxy has marked it DOWN and sends everything to B; then gunicorn
+    finishes what A's workers accepted and exits. A POST without a key cannot be sent twice,
+    so none may be lost when A closes its listener: nothing new is queued there by then.
+    What HAProxy does send again (a query, a keyed rename) the app answers once, or from
+    the first (a replay of its key)."""
     a, b = cluster.instances["A"], cluster.instances["B"]
     targets = load_targets(cluster)
     log_before = len(cluster.proxy.requests())
@@ -391,7 +400,7 @@ def test_a_sigterm_to_one_instance_under_load_loses_no_request(cluster: Cluster)
             request_id = f"load-{thread}-{number}"
             headers = {"Authorization": f"Bearer {cluster.token}", "X-Request-ID": request_id}
             try:
-                if number % 2:
+                if number % 3 == 1:
                     method = "GET"
                     status, answer, body = exchange(
                         cluster.proxy.port, method, path, {**GET_HEADERS, **headers}
@@ -399,11 +408,12 @@ def test_a_sigterm_to_one_instance_under_load_loses_no_request(cluster: Cluster)
                 else:
                     method = "POST"
                     variables = {"id": targets[thread], "name": f"Load {thread} {number}"}
+                    key = {"Idempotency-Key": request_id} if number % 3 == 0 else {}
                     status, answer, body = exchange(
                         cluster.proxy.port,
                         method,
                         "/graphql",
-                        {**headers, "Idempotency-Key": request_id},
+                        {**headers, **key},
                         {"query": UPDATE_NAME, "variables": variables},
                     )
             except (OSError, http.client.HTTPException, ValueError) as error:
@@ -457,15 +467,17 @@ def test_a_sigterm_to_one_instance_under_load_loses_no_request(cluster: Cluster)
     events = audited(cluster.mysql_url, "load-")
     posts = {request_id for request_id, method, *_ in results if method == "POST"}
     gets = {request_id for request_id, method, *_ in results if method == "GET"}
+    unkeyed = {request_id for request_id in posts if int(request_id.split("-")[2]) % 3 == 2}
     replays = sum(replayed for *_, replayed in results)
     non_200 = [
         (request_id, status, body) for request_id, _, status, body, _ in results if status != 200
     ]
     total = len(results) + len(failures)
     REPORT.append(
-        f"two instances, SIGTERM to A after {SIGTERM_AFTER:.0f} s of {LOAD_SECONDS:.0f} s load"
-        f" ({LOAD_THREADS} threads, {load_seconds:.1f} s): {total} requests"
-        f" ({len(posts)} keyed POST renames, {len(gets)} GET),"
+        f"two instances, SIGTERM to A (drain {DRAIN_SECONDS:.0f} s) after {SIGTERM_AFTER:.0f} s"
+        f" of {LOAD_SECONDS:.0f} s load ({LOAD_THREADS} threads, {load_seconds:.1f} s):"
+        f" {total} requests ({len(posts) - len(unkeyed)} keyed POST renames,"
+        f" {len(unkeyed)} unkeyed, {len(gets)} GET),"
         f" {len(non_200) + len(failures)} errors; HAProxy retried {len(retried)} of them"
         f" ({retries} retries), {replays} answered as a replay of their key;"
         f" answered by A {sum(logged['A'].values())}, B {sum(logged['B'].values())};"
@@ -497,7 +509,15 @@ def test_a_sigterm_to_one_instance_under_load_loses_no_request(cluster: Cluster)
     answered_by = Counter({**logged["A"]}) + Counter({**logged["B"]})
     assert {request_id: answered_by[request_id] for request_id in gets} == dict.fromkeys(gets, 1)
     assert all(1 <= answered_by[request_id] <= 2 for request_id in posts)
+    # A rename without a key is never sent twice: answered by one instance, once.
+    assert {request_id: answered_by[request_id] for request_id in unkeyed} == dict.fromkeys(
+        unkeyed, 1
+    )
     assert sum(answered_by[request_id] - 1 for request_id in posts) == replays
+    assert unkeyed
+    # Out of rotation while it drained, before its listener closed.
+    assert down
+    assert exited_after >= DRAIN_SECONDS, exited_after
     assert logged["A"]
     assert logged["B"]
     assert after == [200] * 10

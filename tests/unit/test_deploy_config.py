@@ -282,6 +282,20 @@ def test_compose_wires_the_services_in_order() -> None:
     )
 
 
+def test_compose_drains_the_api_within_its_stop_grace_period() -> None:
+    """The api drains longer than the proxy takes to mark it down (two failed checks a
+    second apart), and compose waits longer than gunicorn's graceful timeout, which counts
+    the drain in, before it kills the api."""
+    result = compose("config", "--format", "json", environ=SECRETS)
+    assert result.returncode == 0, result.stderr
+    api = json.loads(result.stdout)["services"]["api"]
+    drain = float(api["environment"]["SHUTDOWN_DRAIN_SECONDS"])
+    graceful = float(api["environment"].get("GUNICORN_GRACEFUL_TIMEOUT") or 30)
+    assert 2 < drain < graceful
+    assert re.fullmatch(r"\d+s", api["stop_grace_period"]), api["stop_grace_period"]
+    assert int(api["stop_grace_period"].removesuffix("s")) > graceful
+
+
 def test_compose_shares_the_apis_state_through_a_redis_that_keeps_nothing() -> None:
     result = compose("config", "--format", "json", environ=SECRETS)
     assert result.returncode == 0, result.stderr

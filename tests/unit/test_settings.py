@@ -186,6 +186,8 @@ def test_the_dotenv_file_in_the_working_directory_is_read(
         ("RATE_LIMIT_CREATE_USER", "0/60", "RATE_LIMIT_CREATE_USER must look like"),
         ("GRAPHQL_BATCH_MAX", "1000", "GRAPHQL_BATCH_MAX must be from 0 to 100"),
         ("DB_REPLICA_MAX_LAG_SECONDS", "-1", "DB_REPLICA_MAX_LAG_SECONDS must be from 0"),
+        ("SHUTDOWN_DRAIN_SECONDS", "-1", "SHUTDOWN_DRAIN_SECONDS must be from 0.0 to 60.0"),
+        ("SHUTDOWN_DRAIN_SECONDS", "61", "SHUTDOWN_DRAIN_SECONDS must be from 0.0 to 60.0"),
     ],
 )
 def test_bad_values_are_refused_at_startup(
@@ -222,6 +224,13 @@ def test_a_replica_needs_mysql_on_both_sides(
     environ = {"DATABASE_URL": primary, "DATABASE_READ_URL": read_url}
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(environ, dotenv_path=tmp_path / "missing.env")
+
+
+def test_the_drain_on_sigterm_is_off_unless_set(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.env"
+    assert Settings.from_env({}, dotenv_path=missing).shutdown_drain_seconds == 0
+    drained = Settings.from_env({"SHUTDOWN_DRAIN_SECONDS": "2.5"}, dotenv_path=missing)
+    assert drained.shutdown_drain_seconds == 2.5
 
 
 def test_a_webhook_url_that_is_not_http_is_refused(tmp_path: Path) -> None:
