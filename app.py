@@ -1,13 +1,7 @@
 """The composition root: builds the collaborators from the settings, once per app, and
 registers the HTTP edge (web/). No parsing, no views, no use cases live here."""
 
-import logging
-import os
-
-import redis
-import urllib3
 from flask import Flask
-from google.auth.transport.urllib3 import Request as Urllib3Request
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,17 +14,14 @@ from schema.limits import ExposurePolicy
 from schema.root import executable_schema
 from services import auth, documents
 from services.google import CachingRequest, GoogleIdTokenVerifier
-from services.metrics import MetricsAccess, OperationNames
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
 from services.rate_limit import RateLimiter, RedisCounter
 from services.shared_redis import SharedRedis
-from services.telemetry import Telemetry, otlp_tracer_provider, tracing_wanted
+from services.telemetry import Telemetry
 from settings import ConfigError, Environment, Settings
-from web import errors, graphiql, graphql_view, health, persisted, request_log, telemetry
+from web import errors, graphiql, graphql_view, health, request_log, telemetry
 from web.collaborators import Collaborators
 from web.persisted import DocumentAdmission
-
-logger = logging.getLogger("userql")
 
 
 def build_provisioner(settings: Settings, instruments: Telemetry | None = None) -> Provisioner:
@@ -62,36 +53,6 @@ def build_token_service(settings: Settings) -> auth.TokenService:
         raise ConfigError(f"JWT settings: {error}") from None
 
 
-def build_google_verifier(
-    settings: Settings, instruments: Telemetry | None = None
-) -> GoogleIdTokenVerifier:
-    return GoogleIdTokenVerifier(
-        client_ids=settings.google_client_ids,
-        request=CachingRequest(Urllib3Request(urllib3.PoolManager()), telemetry=instruments),
-        certs_url=settings.google_certs_url,
-        hosted_domain=settings.google_hosted_domain,
-        leeway_seconds=settings.jwt_leeway_seconds,
-    )
-
-
-def build_redis(settings: Settings) -> SharedRedis | None:
-    if not settings.redis_url:
-        return None
-    # Short timeouts: a hung Redis costs one of them, then the breaker skips it for a while.
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-    )
-    return SharedRedis(client)
-
-
-def build_telemetry(settings: Settings, provider: TracerProvider | None = None) -> Telemetry:
-    """Traces when TRACING is on (to `provider`, else over OTLP), metrics unless
-    METRICS_ACCESS is off."""
-    if provider is None and tracing_wanted(settings.tracing, os.environ):
-        provider = otlp_tracer_provider()
-    return Telemetry.build(provider, metrics=settings.metrics_access is not MetricsAccess.OFF)
-
-
 def build_collaborators(
     settings: Settings,
     session_factory: sessionmaker[Session],
@@ -99,14 +60,20 @@ def build_collaborators(
     instruments: Telemetry | None = None,
     replica: ReplicaReads | None = None,
 ) -> Collaborators:
-    shared = build_redis(settings)
+    shared = SharedRedis.from_url(settings.redis_url) if settings.redis_url else None
     instruments = instruments or Telemetry()
     return Collaborators(
         session_factory=session_factory,
         reading_engine=reading_engine,
         provisioner=build_provisioner(settings, instruments),
         tokens=build_token_service(settings),
-        google=build_google_verifier(settings, instruments),
+        google=GoogleIdTokenVerifier(
+            client_ids=settings.google_client_ids,
+            request=CachingRequest.over_urllib3(instruments),
+            certs_url=settings.google_certs_url,
+            hosted_domain=settings.google_hosted_domain,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        ),
         google_signup_enabled=settings.google_signup_enabled,
         session_ttl_seconds=settings.session_ttl_seconds,
         audit_redact_email=settings.audit_redact_email,
@@ -161,13 +128,13 @@ def create_app(
             )
     else:
         reading_engine, readiness_factory = None, session_factory
-    instruments = build_telemetry(settings, tracer_provider)
+    instruments = Telemetry.build(settings.tracing, settings.metrics_access, tracer_provider)
     # The bind is an Engine, or in the tests a Connection of one (whose events are its).
-    instruments.instrument_engine(session_factory.kw["bind"].engine, "writes")
-    if reading_engine is not None:
-        instruments.instrument_engine(reading_engine, "reads")
-    if replica is not None:
-        instruments.instrument_engine(replica.replica, "replica")
+    instruments.instrument_engines(
+        writes=session_factory.kw["bind"].engine,
+        reads=reading_engine,
+        replica=None if replica is None else replica.replica,
+    )
     collaborators = build_collaborators(
         settings, session_factory, reading_engine, instruments, replica
     )
@@ -182,11 +149,7 @@ def create_app(
         instruments,
         access=settings.metrics_access,
         token=settings.metrics_token,
-        operation_names=OperationNames(
-            None
-            if settings.trusted_documents is None
-            else persisted.operation_names(settings.trusted_documents)
-        ),
+        trusted=settings.trusted_documents,
     )
     graphql_view.register(
         app,

@@ -10,7 +10,9 @@ from typing import Any, Protocol
 
 import google.auth.exceptions
 import jwt
+import urllib3
 from google.auth import transport
+from google.auth.transport.urllib3 import Request as Urllib3Request
 from google.oauth2 import id_token as google_id_token
 from sqlalchemy import select
 
@@ -67,6 +69,10 @@ class CachingRequest(transport.Request):
     google-auth fetches the certificates on every verification; this keeps one copy per
     process and refetches only when it has expired.
     """
+
+    @classmethod
+    def over_urllib3(cls, telemetry: Telemetry) -> "CachingRequest":
+        return cls(Urllib3Request(urllib3.PoolManager()), telemetry=telemetry)
 
     def __init__(
         self,

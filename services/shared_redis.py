@@ -26,6 +26,11 @@ class RedisUnavailable(Exception):
 
 
 class SharedRedis:
+    @classmethod
+    def from_url(cls, url: str) -> "SharedRedis":
+        # Short timeouts: a hung Redis costs one of them, then the breaker skips it a while.
+        return cls(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5))
+
     def __init__(
         self,
         client: redis.Redis,

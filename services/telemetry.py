@@ -8,6 +8,7 @@ so are the calls userql makes out (`Telemetry.outgoing`), which carry the trace 
 `traceparent`.
 """
 
+import os
 import time
 import weakref
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -25,7 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from sqlalchemy import Engine, event
 
-from services.metrics import Metrics, child
+from services.metrics import Metrics, MetricsAccess, child
 
 INSTRUMENTATION = "userql"
 _SQL_SPAN = "_userql_span"
@@ -67,13 +68,25 @@ class Telemetry:
     metrics: Metrics | None = None
 
     @classmethod
-    def build(cls, provider: TracerProvider | None, *, metrics: bool) -> "Telemetry":
+    def build(
+        cls, tracing: bool | None, access: MetricsAccess, provider: TracerProvider | None = None
+    ) -> "Telemetry":
+        """Traces to `provider` if given, else over OTLP when `tracing_wanted`; metrics
+        unless METRICS_ACCESS is off."""
+        if provider is None and tracing_wanted(tracing, os.environ):
+            provider = otlp_tracer_provider()
         return cls(
             tracer=None
             if provider is None
             else provider.get_tracer(INSTRUMENTATION, version("userql")),
-            metrics=Metrics.get() if metrics else None,
+            metrics=None if access is MetricsAccess.OFF else Metrics.get(),
         )
+
+    def instrument_engines(self, **engines: Engine | None) -> None:
+        """Each engine by its label (writes, reads, replica); None is skipped."""
+        for name, engine in engines.items():
+            if engine is not None:
+                self.instrument_engine(engine, name)
 
     @property
     def on(self) -> bool:

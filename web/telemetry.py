@@ -5,6 +5,7 @@ GET /metrics for whoever METRICS_ACCESS admits."""
 import hmac
 import ipaddress
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response
@@ -18,6 +19,7 @@ from services import metrics as metrics_module
 from services import telemetry
 from services.metrics import MetricsAccess, OperationNames, child
 from web.errors import json_error
+from web.persisted import operation_names as operation_names_of
 from web.request_log import current_globals, current_request
 
 GRAPHQL_PATH = "/graphql"
@@ -30,9 +32,11 @@ def register(
     *,
     access: MetricsAccess,
     token: str | None,
-    operation_names: OperationNames,
+    trusted: Mapping[str, str] | None,
 ) -> None:
-    """After web.request_log.register: its RequestLog and start time are there already."""
+    """After web.request_log.register: its RequestLog and start time are there already.
+    `trusted`: the trusted-documents manifest, whose operation names are the labels."""
+    operation_names = OperationNames(None if trusted is None else operation_names_of(trusted))
     if instruments.on:
         _observe_requests(app, instruments, operation_names)
     if access is not MetricsAccess.OFF:

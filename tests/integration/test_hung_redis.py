@@ -22,7 +22,7 @@ from tests.servers import free_port
 
 pytestmark = pytest.mark.redis
 ME = "{ me { id } }"
-# The client's socket timeout (app.build_redis): what one call to a hung Redis costs.
+# The client's socket timeout (SharedRedis.from_url): what one call to a hung Redis costs.
 TIMEOUT = 0.5
 
 
