@@ -86,8 +86,8 @@ class Metrics:
         )
         self.duration = Histogram(
             "userql_graphql_request_duration_seconds",
-            "GraphQL request latency from arrival to answer, by operation type.",
-            ("operation_type",),
+            "GraphQL request latency from arrival to answer, by operation name and type.",
+            ("operation_name", "operation_type"),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )

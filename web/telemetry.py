@@ -123,16 +123,13 @@ def _record(
     if response.content_type.startswith("text/html"):
         return  # GraphiQL's page, not a GraphQL request
     operation_type = log.operation_type or metrics_module.NONE
-    child(
-        measures.requests,
-        operation_names.label(log.operation_name) if log.operation_type else metrics_module.NONE,
-        operation_type,
-        "error" if log.error_codes or response.status_code >= 400 else "ok",
-    ).inc()
+    name = operation_names.label(log.operation_name) if log.operation_type else metrics_module.NONE
+    outcome = "error" if log.error_codes or response.status_code >= 400 else "ok"
+    child(measures.requests, name, operation_type, outcome).inc()
     if log.error_codes:
         measures.count_errors(log.error_codes)
     started: float = globals_.started
-    child(measures.duration, operation_type).observe(time.monotonic() - started)
+    child(measures.duration, name, operation_type).observe(time.monotonic() - started)
     measures.statements.observe(sent)
     for limit in log.rate_limited:
         child(measures.rate_limited, limit).inc()

@@ -82,10 +82,8 @@ def test_a_query_counts_by_name_type_and_outcome_with_its_latency_and_statements
     changed = delta(client, lambda: client.post("/graphql", json=query))
     requests = labels(operation_name="Page", operation_type="query", outcome="ok")
     assert changed[("userql_graphql_requests_total", requests)] == 1
-    assert (
-        changed[("userql_graphql_request_duration_seconds_count", labels(operation_type="query"))]
-        == 1
-    )
+    latency = labels(operation_name="Page", operation_type="query")
+    assert changed[("userql_graphql_request_duration_seconds_count", latency)] == 1
     assert changed[("userql_sql_statements_per_request_count", ())] == 1
     # The caller's lookup and the page: two statements (and the fixture's savepoints).
     assert changed[("userql_sql_statements_per_request_sum", ())] >= 2

@@ -117,7 +117,12 @@ def test_metrics_add_up_across_two_workers_and_promtool_finds_them_clean(
         )
         assert requests == 7, "either worker's scrape counts both workers' requests"
         assert (
-            total(text, "userql_graphql_request_duration_seconds_count", operation_type="query")
+            total(
+                text,
+                "userql_graphql_request_duration_seconds_count",
+                operation_name="Counted",
+                operation_type="query",
+            )
             == 7
         )
     result = subprocess.run(
