@@ -23,6 +23,7 @@ from app import create_app
 from db import models
 from services.auth import TokenService
 from settings import Settings
+from tests.google_fake import CLIENT_ID, certs_body, id_token, make_google_key
 from tests.graphql import CREATE_USER, authorized
 from tests.http_stub import Behaviour, stub_server
 from web.request_log import JsonLogFormatter
@@ -230,3 +231,44 @@ def test_with_tracing_off_nothing_is_traced_and_the_log_line_has_no_trace(
     [line] = [json.loads(text) for text in caplog.text.splitlines()]
     assert "trace_id" not in line
     assert "span_id" not in line
+
+
+def test_fetching_google_s_certificates_is_a_client_span_that_carries_the_trace_on(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    key = make_google_key("trace-key")
+    behaviour = Behaviour(
+        body=certs_body(key),
+        headers={"Content-Type": "application/json", "Cache-Control": "public, max-age=3600"},
+    )
+    with stub_server(behaviour, "/oauth2/v1/certs") as url:
+        app = create_app(
+            dataclasses.replace(settings, google_client_ids=(CLIENT_ID,), google_certs_url=url),
+            session_factory=session_factory,
+            tracer_provider=provider,
+        )
+        sign_in = {
+            "query": "mutation($t: String!) { signInWithGoogle(idToken: $t) { __typename } }",
+            "variables": {"t": id_token(key)},
+        }
+        for _ in range(2):  # the second sign-in finds the certificates cached
+            response = app.test_client().post(
+                "/graphql", json=sign_in, headers={"traceparent": TRACEPARENT}
+            )
+            assert response.get_json()["data"]["signInWithGoogle"]["__typename"] == "SignInSuccess"
+    fetches = [
+        span
+        for span in exporter.get_finished_spans()
+        if span.name == "GET" and span.kind is SpanKind.CLIENT
+    ]
+    [fetch] = fetches
+    [operation, _] = by_name(exporter.get_finished_spans(), "mutation")
+    assert parent_of(fetch) == operation.context.span_id
+    assert (fetch.attributes or {})["http.response.status_code"] == 200
+    assert str((fetch.attributes or {})["url.full"]).endswith("/oauth2/v1/certs")
+    [received] = behaviour.received
+    sent = {name.lower(): value for name, value in received["headers"].items()}
+    assert sent["traceparent"] == f"00-{TRACE_ID}-{fetch.context.span_id:016x}-01"
