@@ -149,3 +149,15 @@ def only(workers: list[int], answering: int) -> Iterator[None]:
     finally:
         for worker in stopped:
             os.kill(worker, signal.SIGCONT)
+
+
+def serving_workers(process: "subprocess.Popen[bytes]", log: Path, count: int = 2) -> list[int]:
+    """The workers, once each takes connections: it does once it serves its health port
+    (web/worker.py); until then one worker answers them all."""
+    deadline = time.monotonic() + 30
+    while log.read_text().count("health endpoints on port") < count:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    workers = workers_of(process)
+    assert len(workers) == count, workers
+    return workers

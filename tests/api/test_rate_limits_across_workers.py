@@ -14,6 +14,7 @@ from tests.servers import (
     call,
     free_port,
     only,
+    serving_workers,
     start_gunicorn,
     stop,
     wait_until_ready,
@@ -44,14 +45,7 @@ def server(
     base = f"http://{env['BIND']}"
     try:
         wait_until_ready(base, process, log)
-        # Both workers take connections once each serves its health port (web/worker.py);
-        # until then one worker answers them all.
-        deadline = time.monotonic() + 30
-        while log.read_text().count("health endpoints on port") < 2:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        workers = workers_of(process)
-        assert len(workers) == 2, workers
+        workers = serving_workers(process, log)
         yield base, workers
         answered = [
             json.loads(line)["pid"]

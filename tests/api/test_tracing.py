@@ -7,7 +7,7 @@ to this."""
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -157,6 +157,39 @@ def test_without_a_traceparent_a_request_starts_a_trace(
     assert server.parent is None
 
 
+def create_with_webhook(
+    behaviour: Behaviour,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    provider: TracerProvider,
+    client_of: Callable[[FlaskClient], FlaskClient],
+) -> dict[str, Any]:
+    """createUser, traced, with the provisioning webhook answering as `behaviour` says."""
+    with stub_server(behaviour, "/hook?token=secret-in-query") as url:
+        app = create_app(
+            dataclasses.replace(settings, provisioning_webhook_url=url),
+            session_factory=session_factory,
+            tracer_provider=provider,
+        )
+        variables = {"input": {"name": "Ada", "email": "ada@example.com"}}
+        response = client_of(app.test_client()).post(
+            "/graphql",
+            json={"query": CREATE_USER, "variables": variables},
+            headers={"traceparent": TRACEPARENT},
+        )
+    result: dict[str, Any] = response.get_json()["data"]["createUser"]
+    return result
+
+
+def webhook_span(exporter: InMemorySpanExporter) -> ReadableSpan:
+    [webhook] = [
+        span
+        for span in exporter.get_finished_spans()
+        if span.name == "POST" and span.kind is SpanKind.CLIENT
+    ]
+    return webhook
+
+
 def test_the_webhook_call_is_a_client_span_that_carries_the_trace_on(
     settings: Settings,
     session_factory: sessionmaker[Session],
@@ -166,23 +199,12 @@ def test_the_webhook_call_is_a_client_span_that_carries_the_trace_on(
     tokens: TokenService,
 ) -> None:
     behaviour = Behaviour()
-    with stub_server(behaviour, "/hook?token=secret-in-query") as url:
-        app = create_app(
-            dataclasses.replace(settings, provisioning_webhook_url=url),
-            session_factory=session_factory,
-            tracer_provider=provider,
-        )
-        client: FlaskClient = authorized(app.test_client(), tokens, admin)
-        variables = {"input": {"name": "Ada", "email": "ada@example.com"}}
-        response = client.post(
-            "/graphql",
-            json={"query": CREATE_USER, "variables": variables},
-            headers={"traceparent": TRACEPARENT},
-        )
-    assert response.get_json()["data"]["createUser"]["__typename"] == "CreateUserSuccess"
-    spans = exporter.get_finished_spans()
-    [webhook] = [span for span in spans if span.name == "POST" and span.kind is SpanKind.CLIENT]
-    [operation] = by_name(spans, "mutation")
+    result = create_with_webhook(
+        behaviour, settings, session_factory, provider, lambda c: authorized(c, tokens, admin)
+    )
+    assert result["__typename"] == "CreateUserSuccess"
+    webhook = webhook_span(exporter)
+    [operation] = by_name(exporter.get_finished_spans(), "mutation")
     assert parent_of(webhook) == operation.context.span_id
     attributes: dict[str, Any] = dict(webhook.attributes or {})
     assert attributes["http.response.status_code"] == 200
@@ -200,20 +222,15 @@ def test_a_refused_webhook_marks_its_span(
     admin: models.User,
     tokens: TokenService,
 ) -> None:
-    with stub_server(Behaviour(status=409)) as url:
-        app = create_app(
-            dataclasses.replace(settings, provisioning_webhook_url=url),
-            session_factory=session_factory,
-            tracer_provider=provider,
-        )
-        client = authorized(app.test_client(), tokens, admin)
-        variables = {"input": {"name": "Ada", "email": "ada@example.com"}}
-        client.post("/graphql", json={"query": CREATE_USER, "variables": variables})
-    [webhook] = [
-        span
-        for span in exporter.get_finished_spans()
-        if span.name == "POST" and span.kind is SpanKind.CLIENT
-    ]
+    result = create_with_webhook(
+        Behaviour(status=409),
+        settings,
+        session_factory,
+        provider,
+        lambda c: authorized(c, tokens, admin),
+    )
+    assert result["__typename"] == "ProvisioningFailed"
+    webhook = webhook_span(exporter)
     assert webhook.status.status_code is StatusCode.ERROR
     assert (webhook.attributes or {})["error.type"] == "refused"
     assert (webhook.attributes or {})["http.response.status_code"] == 409

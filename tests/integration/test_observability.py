@@ -28,7 +28,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PROMTOOL_VARIABLE, TEST_SECRET
-from tests.servers import call, free_port, only, start_gunicorn, stop, wait_until_ready, workers_of
+from tests.servers import (
+    call,
+    free_port,
+    only,
+    serving_workers,
+    start_gunicorn,
+    stop,
+    wait_until_ready,
+    workers_of,
+)
 
 pytestmark = pytest.mark.promtool
 COUNT = {"query": "query Counted { __typename }", "operationName": "Counted"}
@@ -53,22 +62,11 @@ def gunicorn(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, list[in
         )
     try:
         wait_until_ready(f"http://{bind}", process, log)
-        yield f"http://{bind}", workers_ready(process, log), log
+        yield f"http://{bind}", serving_workers(process, log), log
     finally:
         for worker in workers_of(process):
             os.kill(worker, signal.SIGCONT)  # one `only` stopped must hear the SIGTERM
         stop(process)
-
-
-def workers_ready(process: "subprocess.Popen[bytes]", log: Path) -> list[int]:
-    # Each worker takes connections once it serves its health port (web/worker.py).
-    deadline = time.monotonic() + 30
-    while log.read_text().count("health endpoints on port") < 2:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-    workers = workers_of(process)
-    assert len(workers) == 2, workers
-    return workers
 
 
 def scrape(base: str) -> str:
