@@ -24,7 +24,8 @@ _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Ids we echo back and log: short, and nothing a log viewer or a header could misread.
 _REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _LOG_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
-HEALTH_PATHS = frozenset({"/livez", "/readyz"})
+# Asked every few seconds by orchestrators and scrapers: their lines go at DEBUG.
+POLLED_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -156,5 +157,4 @@ def _request_log_level(path: str, status: int, error_codes: list[str]) -> int:
         return logging.ERROR
     if status >= 500 or "SERVICE_UNAVAILABLE" in error_codes:
         return logging.WARNING
-    # Orchestrators poll the health endpoints every few seconds.
-    return logging.DEBUG if path in HEALTH_PATHS else logging.INFO
+    return logging.DEBUG if path in POLLED_PATHS else logging.INFO

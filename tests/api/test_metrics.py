@@ -4,6 +4,7 @@ process, so each test compares a scrape before with a scrape after."""
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -294,3 +295,12 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist(
     # Every metric userql exports has a panel.
     families = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in used}
     assert families == {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in exported}
+
+
+def test_a_scrape_logs_at_debug_like_the_health_probes(
+    metered_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="userql.request")
+    scrape(metered_app.test_client())
+    [record] = [record for record in caplog.records if record.name == "userql.request"]
+    assert (record.levelno, record.getMessage()) == (logging.DEBUG, "GET /metrics 200")
