@@ -153,7 +153,7 @@ def create_app(
     )
     graphql_view.register(
         app,
-        executable_schema(fast_execution=settings.fast_execution),
+        executable_schema(fast_execution=settings.fast_execution, federation=settings.federation),
         collaborators,
         graphiql=settings.graphiql,
         cors_origins=settings.cors_origins,

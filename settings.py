@@ -122,6 +122,9 @@ class Settings:
     fast_execution: bool = True
     """FAST_EXECUTION: run operations on the fast path (schema/fast); false runs Strawberry's
     stock execution, e.g. to rule the fast path out after an upgrade."""
+    federation: bool = False
+    """FEDERATION: serve the schema as an Apollo Federation 2 subgraph (`_service`,
+    `_entities`, `User @key(fields: "id")`); see docs/federation.md."""
     health_port: int = 8081
     """HEALTH_PORT: where each gunicorn worker also answers /livez and /readyz from a thread
     of its own; 0 turns it off."""
@@ -254,6 +257,7 @@ class Settings:
                 high=600.0,
             ),
             fast_execution=_parse_bool("FAST_EXECUTION", values.get("FAST_EXECUTION", "true")),
+            federation=_parse_bool("FEDERATION", values.get("FEDERATION", "false")),
             health_port=_parse_number(
                 "HEALTH_PORT", values.get("HEALTH_PORT", "8081"), int, low=0, high=65535
             ),

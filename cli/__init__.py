@@ -38,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("seed", help="add the example users that are missing")
     export = commands.add_parser(
         "export-schema",
-        help="write schema.graphql, the README's permission matrix and docs/api.md's role schemas",
+        help="write schema.graphql, schema.federation.graphql, the README's permission matrix and "
+        "docs/api.md's role schemas",
     )
     export.add_argument("--path", type=Path, default=SOURCE_ROOT / "schema.graphql")
     export.add_argument("--readme", type=Path, default=SOURCE_ROOT / "README.md")
@@ -107,7 +108,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "export-schema":
         schema_tools.export_schema(args.path, args.readme, args.api_doc)
         print(  # noqa: T201
-            f"wrote {args.path}, the permission matrix in {args.readme} "
+            f"wrote {args.path}, {schema_tools.federation_path(args.path)}, "
+            f"the permission matrix in {args.readme} "
             f"and the role schemas in {args.api_doc}"
         )
         return 0

@@ -4,11 +4,13 @@ docs/api.md), and breaking changes against the SDL."""
 
 import sys
 from pathlib import Path
+from typing import cast
 
 from graphql import build_schema, find_breaking_changes, find_dangerous_changes
 
+from schema.federation import Subgraph
 from schema.permissions import permission_matrix
-from schema.root import schema, schema_for
+from schema.root import executable_schema, schema, schema_for
 from services import auth
 
 
@@ -40,10 +42,21 @@ def _replace_between(text: str, start: str, end: str, content: str, *, where: Pa
     return head + start + content + end + tail
 
 
+def federation_path(schema_path: Path) -> Path:
+    """Where the subgraph's SDL is written beside the SDL: schema.federation.graphql."""
+    return schema_path.with_suffix(".federation.graphql")
+
+
+def subgraph_sdl() -> str:
+    """The SDL the subgraph (FEDERATION) answers `_service { sdl }` with."""
+    subgraph = executable_schema(fast_execution=True, federation=True)
+    return cast(Subgraph, subgraph).subgraph_sdl
+
+
 def export_schema(schema_path: Path, readme_path: Path, api_doc_path: Path) -> None:
-    """Writes the SDL, the permission matrix into the README and the per-role schemas into
-    the API reference. Both documents are checked for their markers before anything is
-    written."""
+    """Writes the SDL and, beside it, the subgraph's (federation_path), the permission matrix
+    into the README and the per-role schemas into the API reference. Both documents are
+    checked for their markers before anything is written."""
     readme = _replace_between(
         readme_path.read_text(encoding="utf-8"),
         MATRIX_START,
@@ -59,6 +72,7 @@ def export_schema(schema_path: Path, readme_path: Path, api_doc_path: Path) -> N
         where=api_doc_path,
     )
     schema_path.write_text(schema.as_str() + "\n", encoding="utf-8")
+    federation_path(schema_path).write_text(subgraph_sdl(), encoding="utf-8")
     readme_path.write_text(readme, encoding="utf-8")
     api_doc_path.write_text(api_doc, encoding="utf-8")
 

@@ -26,6 +26,7 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationRule,
@@ -45,6 +46,11 @@ TOO_MANY_DIRECTIVES = "TOO_MANY_DIRECTIVES"
 TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
+SLICING_ARGUMENT = "first"
+"""The argument whose value multiplies the cost of its field's subtree."""
+ENTITIES_FIELD = "_entities"
+"""Federation's entry point (schema.federation), whose subtree counts once per
+representation."""
 GRAPHQL_MAX_INT = 2**31 - 1
 # The standard introspection query (graphql-js, GraphiQL) nests `ofType` nine levels deep; it is
 # bounded by this instead of by the depth limit, which is about the data graph.
@@ -185,7 +191,8 @@ def query_cost(
     operation_name: str | None,
     variables: Mapping[str, Any] | None,
 ) -> int:
-    """Fields are worth 1 each; a field with a `first` argument multiplies its subtree."""
+    """Fields are worth 1 each; a field with a `first` argument multiplies its subtree, and
+    `_entities` multiplies it by the number of representations."""
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
@@ -230,8 +237,11 @@ def _cost(
             )
             child_type = get_named_type(definition.type) if definition else None
             multiplier = 1
-            if definition is not None and "first" in definition.args:
-                multiplier = _first(selection, definition.args["first"].default_value, variables)
+            if definition is not None and SLICING_ARGUMENT in definition.args:
+                default = definition.args[SLICING_ARGUMENT].default_value
+                multiplier = _first(selection, default, variables)
+            elif definition is not None and selection.name.value == ENTITIES_FIELD:
+                multiplier = _representations(selection, variables)
             inner = _cost(
                 schema, child_type, selection.selection_set, fragments, variables, visiting
             )
@@ -261,7 +271,7 @@ def _cost(
 def _first(field: FieldNode, default: object, variables: Mapping[str, Any]) -> int:
     value: object = default
     for argument in field.arguments or ():
-        if argument.name.value != "first":
+        if argument.name.value != SLICING_ARGUMENT:
             continue
         if isinstance(argument.value, IntValueNode):
             value = int(argument.value.value)
@@ -271,6 +281,17 @@ def _first(field: FieldNode, default: object, variables: Mapping[str, Any]) -> i
     # here it costs 1 so that the client hears the more precise reason.
     valid = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= GRAPHQL_MAX_INT
     return value if valid else 1  # type: ignore[return-value]
+
+
+def _representations(field: FieldNode, variables: Mapping[str, Any]) -> int:
+    value: object = None
+    for argument in field.arguments or ():
+        if isinstance(argument.value, ListValueNode):
+            value = argument.value.values
+        elif isinstance(argument.value, VariableNode):
+            value = variables.get(argument.value.name.value)
+    # As with `first`, a value that is no list is refused later, more precisely.
+    return max(len(value), 1) if isinstance(value, list | tuple) else 1
 
 
 # The same text parses to the same cached document object, so the caches after it hit too:

@@ -74,6 +74,13 @@ RULES: dict[str, Rule] = {
     "User.sessions": Rule(Access.ADMIN, or_self=True),
 }
 
+# The root fields only the federated schema has (schema.federation): a gateway reads users as
+# `user` does, and composes from the SDL without a caller.
+FEDERATION_RULES: dict[str, Rule] = {
+    "Query._entities": Rule(Access.USER),
+    "Query._service": Rule(Access.ANONYMOUS),
+}
+
 
 # Field → rate-limit bucket; the rates themselves are settings (RATE_LIMIT_*).
 RATE_LIMITS: dict[str, str] = {

@@ -4,12 +4,20 @@ import functools
 from collections.abc import Sequence
 
 import strawberry
-from graphql import GraphQLError, GraphQLObjectType, GraphQLSchema, print_schema
+import strawberry.federation
+from graphql import (
+    GraphQLError,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLUnionType,
+    print_schema,
+)
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema import fast
+from schema import federation as federation_module
 from schema.errors import EXCEPTION_HANDLERS, ErrorCodes
 from schema.limits import QueryLimitsExtension
 from schema.mutation import Mutation
@@ -44,16 +52,37 @@ class FastUserqlSchema(fast.FastSchema, UserqlSchema):
     pass
 
 
+class SubgraphSchema(UserqlSchema, strawberry.federation.Schema):
+    """The schema as an Apollo Federation 2 subgraph (see schema.federation)."""
+
+    @functools.cached_property
+    def subgraph_sdl(self) -> str:
+        return federation_module.subgraph_sdl(str(self), self.graphql_schema)
+
+
+class FastSubgraphSchema(fast.FastSchema, SubgraphSchema):
+    pass
+
+
 apply_rules(Query, Mutation, User)
 
 
+@strawberry.type(name="Query")
+class FederatedQuery(federation_module.FederationFields, Query):
+    pass
+
+
 def build_schema(
-    extensions: Sequence[type[SchemaExtension]] = EXTENSIONS, *, fast_execution: bool = True
+    extensions: Sequence[type[SchemaExtension]] = EXTENSIONS,
+    *,
+    fast_execution: bool = True,
+    federation: bool = False,
 ) -> UserqlSchema:
     """The schema, with these extensions; with `fast_execution`, run by the fast path (see
-    schema.fast), else by Strawberry's stock execution. Both answer alike."""
-    options = {
-        "query": Query,
+    schema.fast), else by Strawberry's stock execution. Both answer alike. With `federation`,
+    the same schema as a subgraph (schema.federation)."""
+    options: dict[str, object] = {
+        "query": FederatedQuery if federation else Query,
         "mutation": Mutation,
         "extensions": list(extensions),
         # Allowed here up to this hard ceiling; each app decides (GRAPHQL_BATCH_MAX, off by
@@ -61,20 +90,39 @@ def build_schema(
         "config": StrawberryConfig(batching_config={"max_operations": BATCH_CEILING}),
         "exception_handlers": EXCEPTION_HANDLERS,
     }
+    if federation:
+        options["federation_version"] = federation_module.FEDERATION_VERSION
     if not fast_execution:
-        stock = UserqlSchema(**options)  # type: ignore[arg-type]
+        stock = (SubgraphSchema if federation else UserqlSchema)(**options)  # type: ignore[arg-type]
         field_rules(stock.graphql_schema)  # the same checks, applied by RoleRule
-        return stock
-    return FastUserqlSchema(field_rules=field_rules, **options)  # type: ignore[arg-type]
+        built = stock
+    else:
+        fast_class = FastSubgraphSchema if federation else FastUserqlSchema
+        built = fast_class(field_rules=field_rules, **options)  # type: ignore[arg-type]
+    if federation:
+        _resolve_entities(built.graphql_schema)
+    return built
+
+
+def _resolve_entities(core: GraphQLSchema) -> None:
+    # A User is resolved off its record (schema.types.users), which no type check can tell
+    # apart; it is the union's one member.
+    entity = core.type_map[federation_module.ENTITY_TYPE]
+    assert isinstance(entity, GraphQLUnionType)
+    [member] = entity.types
+    entity.resolve_type = lambda *_: member.name
 
 
 schema = build_schema()
 
 
 @functools.cache
-def executable_schema(*, fast_execution: bool) -> UserqlSchema:
-    """The schema an app serves: `schema` with the fast path, else one built once without it."""
-    return schema if fast_execution else build_schema(fast_execution=False)
+def executable_schema(*, fast_execution: bool, federation: bool = False) -> UserqlSchema:
+    """The schema an app serves: `schema` with the fast path, else one built once without it;
+    with `federation`, the subgraph, built once for each path."""
+    if federation or not fast_execution:
+        return build_schema(fast_execution=fast_execution, federation=federation)
+    return schema
 
 
 def schema_for(role: Access) -> str:

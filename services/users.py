@@ -92,6 +92,14 @@ def _user_by_id(fields: frozenset[str] | None, *, active_only: bool = False) -> 
 
 
 @functools.cache
+def _users_by_id(fields: frozenset[str] | None, *, active_only: bool) -> Select[Any]:
+    # An expanding parameter: one statement for any number of ids, cached once per set of
+    # columns as the others are.
+    query = select(*_columns(fields)).where(USERS.c.id.in_(bindparam("user_ids", expanding=True)))
+    return query.where(USERS.c.deactivated_at.is_(None)) if active_only else query
+
+
+@functools.cache
 def _page(fields: frozenset[str] | None, *, after: bool, active: bool | None) -> Select[Any]:
     query = select(*_columns(fields)).order_by(USERS.c.id).limit(bindparam("limit"))
     if active is not None:
@@ -224,6 +232,25 @@ def get_user(
     with uow:
         row = uow.connection().execute(query, {"user_id": user_id}).first()
         return cast(UserRecord | None, row)
+
+
+def get_users(
+    uow: UnitOfWork,
+    *,
+    user_ids: Sequence[int],
+    fields: Collection[str] | None = None,
+    active_only: bool = False,
+) -> list[UserRecord | None]:
+    """The users with these ids, in their order, None for each id that names nobody (also a
+    deactivated user, with `active_only`); one statement however many ids. With `fields`,
+    only those attributes (see UserRecord)."""
+    if not user_ids:
+        return []
+    query = _users_by_id(_known(fields), active_only=active_only)
+    with uow:
+        rows = uow.connection().execute(query, {"user_ids": sorted(set(user_ids))}).all()
+    found = {row.id: cast(UserRecord, row) for row in rows}
+    return [found.get(user_id) for user_id in user_ids]
 
 
 def list_users(

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from schema.root import UserqlSchema
+from schema.root import UserqlSchema, executable_schema
 
 FAST_EXECUTION_VARIABLE = "USERQL_TEST_FAST_EXECUTION"
 
@@ -24,4 +24,18 @@ def serve(monkeypatch: pytest.MonkeyPatch, served: UserqlSchema) -> None:
     """Apps created from now on, until the test ends, serve `served`."""
     import app
 
-    monkeypatch.setattr(app, "executable_schema", lambda *, fast_execution: served)
+    monkeypatch.setattr(app, "executable_schema", lambda **_: served)
+
+
+def without_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps created from now on, until the test ends, run Strawberry's stock execution, as
+    subgraphs too."""
+    import app
+
+    monkeypatch.setattr(
+        app,
+        "executable_schema",
+        lambda *, fast_execution, federation: executable_schema(
+            fast_execution=False, federation=federation
+        ),
+    )

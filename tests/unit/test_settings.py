@@ -316,3 +316,11 @@ def test_metrics_token_mode_needs_a_long_token(tmp_path: Path) -> None:
     assert (settings.metrics_access, settings.metrics_token) == (MetricsAccess.TOKEN, "t" * 16)
     with pytest.raises(ConfigError, match="METRICS_ACCESS must be one of off, loopback, token"):
         Settings.from_env({"METRICS_ACCESS": "public"}, dotenv_path=tmp_path / "x")
+
+
+def test_federation_is_off_unless_turned_on(tmp_path: Path) -> None:
+    assert Settings.from_env({}, dotenv_path=tmp_path / "x").federation is False
+    on = Settings.from_env({"FEDERATION": "true"}, dotenv_path=tmp_path / "x")
+    assert on.federation is True
+    with pytest.raises(ConfigError, match="FEDERATION"):
+        Settings.from_env({"FEDERATION": "maybe"}, dotenv_path=tmp_path / "x")
