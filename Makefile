@@ -24,8 +24,10 @@ export USERQL_TEST_PODMAN
 NODE_TOOLS := tests/node
 
 APOLLO_EXAMPLE := examples/apollo-client
+FEDERATION_EXAMPLE := examples/federation
 
-install: $(STAMP) $(NODE_TOOLS)/node_modules/.installed $(APOLLO_EXAMPLE)/node_modules/.installed
+install: $(STAMP) $(NODE_TOOLS)/node_modules/.installed $(APOLLO_EXAMPLE)/node_modules/.installed \
+	$(FEDERATION_EXAMPLE)/node_modules/.installed
 
 # Reinstalls when the dependency list or the pinned versions change.
 $(STAMP): pyproject.toml constraints.txt
@@ -42,6 +44,11 @@ $(NODE_TOOLS)/node_modules/.installed: $(NODE_TOOLS)/package.json $(NODE_TOOLS)/
 # The Apollo Client example, which the tests run against a live server.
 $(APOLLO_EXAMPLE)/node_modules/.installed: $(APOLLO_EXAMPLE)/package.json $(APOLLO_EXAMPLE)/package-lock.json
 	npm ci --prefix $(APOLLO_EXAMPLE) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The federation example (a second subgraph, Apollo Gateway, Hive Gateway), run by the tests.
+$(FEDERATION_EXAMPLE)/node_modules/.installed: $(FEDERATION_EXAMPLE)/package.json $(FEDERATION_EXAMPLE)/package-lock.json
+	npm ci --prefix $(FEDERATION_EXAMPLE) --no-audit --no-fund --loglevel=error
 	touch $@
 
 migrate: install
