@@ -25,6 +25,7 @@ from schema.root import executable_schema
 from services.auth import Access, TokenService
 from settings import Settings
 from tests.api.test_sql_budget import statements
+from tests.conftest import TEST_SECRET
 from tests.factories import make_users
 from tests.servers import call, free_port, serve_in_thread
 
@@ -93,7 +94,7 @@ def hive_gateway(log: Path, subgraphs: Mapping[str, str], max_cost: int) -> Iter
             *services,
         ],
         cwd=EXAMPLE,
-        env={**NODE_ENV, "MAX_COST": str(max_cost)},
+        env={**NODE_ENV, "MAX_COST": str(max_cost), "JWT_SECRET": TEST_SECRET},
         stdout=output,
         stderr=subprocess.STDOUT,
     )
@@ -294,3 +295,38 @@ def test_hive_gateway_and_userql_refuse_the_same_documents_at_the_same_limit(
                 at_gateway,
                 at_userql,
             )
+
+
+def test_hive_gateway_enforces_userql_s_rules_at_the_edge(
+    subgraphs: dict[str, str],
+    member: models.User,
+    tokens_for: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    deactivated = f'{{ user(id: "{member.id}") {{ id deactivatedAt }} }}'
+    own_email = f'{{ user(id: "{member.id}") {{ id email }} }}'
+    with hive_gateway(tmp_path / "hive.log", subgraphs, 2000) as hive:
+        _, as_user = call(hive, {"query": deactivated}, token=tokens_for["USER"])
+        _, anonymous = call(hive, {"query": "{ users { edges { node { id } } } }"})
+        # Refused by the gateway, from the SDL's directives, with its own code (userql's would
+        # be FORBIDDEN and UNAUTHENTICATED); the rest of the document still runs.
+        assert as_user["data"] == {"user": {"id": str(member.id), "deactivatedAt": None}}
+        assert [e["extensions"]["code"] for e in as_user["errors"]] == [
+            "UNAUTHORIZED_FIELD_OR_TYPE"
+        ]
+        assert as_user["errors"][0]["path"] == ["user", "deactivatedAt"]
+        assert [e["extensions"]["code"] for e in anonymous["errors"]] == [
+            "UNAUTHORIZED_FIELD_OR_TYPE"
+        ]
+        # `User.email` is ADMIN or self: the gateway lets any signed-in caller through, and
+        # userql answers the member their own.
+        _, own = call(hive, {"query": own_email}, token=tokens_for["USER"])
+        assert own == {
+            "data": {"user": {"id": str(member.id), "email": member.email}},
+            "extensions": own["extensions"],
+        }
+        _, admitted = call(hive, {"query": deactivated}, token=tokens_for["ADMIN"])
+        assert admitted["data"] == {"user": {"id": str(member.id), "deactivatedAt": None}}
+        status, forged = call(hive, {"query": deactivated}, token=tokens_for["ADMIN"] + "x")
+        # A token userql did not sign never gets past the gateway.
+        assert (status, forged) == (401, {"errors": [{"message": "Unauthenticated"}]})
