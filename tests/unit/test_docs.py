@@ -25,6 +25,11 @@ def test_the_architecture_names_every_module() -> None:
 
 def test_the_readmes_links_into_docs_lead_somewhere() -> None:
     readme = (ROOT / "README.md").read_text()
-    for target in ("docs/api.md", "docs/architecture.md", "docs/performance.md"):
+    for target in (
+        "docs/api.md",
+        "docs/architecture.md",
+        "docs/performance.md",
+        "docs/federation.md",
+    ):
         assert f"]({target}" in readme
         assert (ROOT / target).is_file()
