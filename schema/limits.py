@@ -290,7 +290,8 @@ def _representations(field: FieldNode, variables: Mapping[str, Any]) -> int:
             value = argument.value.values
         elif isinstance(argument.value, VariableNode):
             value = variables.get(argument.value.name.value)
-    # As with `first`, a value that is no list is refused later, more precisely.
+    # A single representation without brackets is a list of one, as GraphQL coerces it; an
+    # empty list still costs the field itself.
     return max(len(value), 1) if isinstance(value, list | tuple) else 1
 
 

@@ -247,3 +247,29 @@ def test_entities_count_once_per_representation_towards_the_cost_limit(
         }
     ]
     assert [s for s in seen if s == "SELECT"] == ["SELECT"]  # authentication only
+
+
+def test_no_representations_read_nothing(subgraph_admin: FlaskClient, engine: Engine) -> None:
+    with statements(engine) as seen:
+        body = gql(subgraph_admin, ENTITIES, representations=representations("x", "0"))
+    assert body["data"]["_entities"] == [None, None]
+    assert [s for s in seen if s == "SELECT"] == ["SELECT"]  # authentication only
+    assert gql(subgraph_admin, ENTITIES, representations=[])["data"]["_entities"] == []
+
+
+def test_representations_written_in_the_document_count_as_many(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    admin: models.User,
+    tokens: TokenService,
+) -> None:
+    configured = replace(settings, federation=True, query_limits=QueryLimits(max_cost=6))
+    client = authorized(
+        create_app(configured, session_factory=session_factory).test_client(), tokens, admin
+    )
+    literal = "{{ _entities(representations: [{}]) {{ ... on User {{ id name }} }} }}"
+    two = literal.format(", ".join(['{__typename: "User", id: "1"}'] * 2))
+    three = literal.format(", ".join(['{__typename: "User", id: "1"}'] * 3))
+    assert len(gql(client, two)["data"]["_entities"]) == 2  # 1 + 2 * 2
+    body = gql(client, three, expect_errors=True)
+    assert body["errors"][0]["message"] == "The query costs 7; the limit is 6."
