@@ -92,21 +92,21 @@ def build_schema(
     }
     if federation:
         options["federation_version"] = federation_module.FEDERATION_VERSION
-    if not fast_execution:
-        stock = (SubgraphSchema if federation else UserqlSchema)(**options)  # type: ignore[arg-type]
-        field_rules(stock.graphql_schema)  # the same checks, applied by RoleRule
-        built = stock
-    else:
+    built: UserqlSchema
+    if fast_execution:
         fast_class = FastSubgraphSchema if federation else FastUserqlSchema
         built = fast_class(field_rules=field_rules, **options)  # type: ignore[arg-type]
+    else:
+        built = (SubgraphSchema if federation else UserqlSchema)(**options)  # type: ignore[arg-type]
+        field_rules(built.graphql_schema)  # the same checks, applied by RoleRule
     if federation:
         _resolve_entities(built.graphql_schema)
     return built
 
 
 def _resolve_entities(core: GraphQLSchema) -> None:
-    # A User is resolved off its record (schema.types.users), which no type check can tell
-    # apart; it is the union's one member.
+    # A User is resolved off its record (schema.types.users), a row that Strawberry's union
+    # resolution can neither recognise nor have strawberry.cast mark; it is the one member.
     entity = core.type_map[federation_module.ENTITY_TYPE]
     assert isinstance(entity, GraphQLUnionType)
     [member] = entity.types
