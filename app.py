@@ -3,16 +3,15 @@ registers the HTTP edge (web/). No parsing, no views, no use cases live here."""
 
 from flask import Flask
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from db import session as database
+from db import connections
+from db.connections import Databases
 from db.migrations import migrations_head
-from db.replica import ReplicaReads, connect_replica
 from schema.limits import ExposurePolicy
 from schema.root import executable_schema
-from services import auth, documents
+from services import auth
 from services.google import CachingRequest, GoogleIdTokenVerifier
 from services.provisioning import NoopProvisioner, Provisioner, WebhookProvisioner
 from services.rate_limit import RateLimiter, RedisCounter
@@ -54,17 +53,12 @@ def build_token_service(settings: Settings) -> auth.TokenService:
 
 
 def build_collaborators(
-    settings: Settings,
-    session_factory: sessionmaker[Session],
-    reading_engine: Engine | None = None,
-    instruments: Telemetry | None = None,
-    replica: ReplicaReads | None = None,
+    settings: Settings, databases: Databases, instruments: Telemetry | None = None
 ) -> Collaborators:
     shared = SharedRedis.from_url(settings.redis_url) if settings.redis_url else None
     instruments = instruments or Telemetry()
     return Collaborators(
-        session_factory=session_factory,
-        reading_engine=reading_engine,
+        databases=databases,
         provisioner=build_provisioner(settings, instruments),
         tokens=build_token_service(settings),
         google=GoogleIdTokenVerifier(
@@ -88,14 +82,8 @@ def build_collaborators(
         batch_max=settings.batch_max,
         csrf_require_preflight=settings.csrf_require_preflight,
         development_tokens=settings.graphiql and settings.environment is Environment.DEVELOPMENT,
-        documents=DocumentAdmission(
-            persisted=documents.RedisDocumentStore(shared)
-            if shared
-            else documents.MemoryDocumentStore(),
-            trusted=settings.trusted_documents,
-        ),
+        documents=DocumentAdmission.kept_in(shared, trusted=settings.trusted_documents),
         telemetry=instruments,
-        replica=replica,
     )
 
 
@@ -110,34 +98,21 @@ def create_app(
     another. `tracer_provider` turns tracing on with spans going there instead."""
     settings = settings or Settings.from_env()
     request_log.configure_logging(settings.log_level)
-    replica = None
-    if session_factory is None:
-        session_factory, reading_engine, readiness_factory = database.connect(
+    databases = (
+        Databases.given(session_factory)
+        if session_factory is not None
+        else connections.connect(
             settings.database_url,
+            settings.database_read_url,
             settings.database_pool,
             settings.database_wait_seconds,
             request_timeout_seconds=settings.request_timeout_seconds,
+            max_lag_seconds=settings.replica_max_lag_seconds,
         )
-        if settings.database_read_url:
-            # Readiness asks the primary only: without the replica, reads go there.
-            replica = connect_replica(
-                settings.database_read_url,
-                settings.database_pool,
-                request_timeout_seconds=settings.request_timeout_seconds,
-                max_lag_seconds=settings.replica_max_lag_seconds,
-            )
-    else:
-        reading_engine, readiness_factory = None, session_factory
+    )
     instruments = Telemetry.build(settings.tracing, settings.metrics_access, tracer_provider)
-    # The bind is an Engine, or in the tests a Connection of one (whose events are its).
-    instruments.instrument_engines(
-        writes=session_factory.kw["bind"].engine,
-        reads=reading_engine,
-        replica=None if replica is None else replica.replica,
-    )
-    collaborators = build_collaborators(
-        settings, session_factory, reading_engine, instruments, replica
-    )
+    instruments.instrument(databases)
+    collaborators = build_collaborators(settings, databases, instruments)
     app = Flask(__name__)
     # Werkzeug answers 413 (as JSON, below) before a larger body is read.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
@@ -163,7 +138,7 @@ def create_app(
         graphiql.register(app, collaborators)
     health.register(
         app,
-        readiness_factory,
+        databases.readiness_factory,
         collaborators.tokens,
         migrations_head(),
         port=settings.health_port,

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from sqlalchemy import Engine, event
 
+from db.connections import Databases
 from services.metrics import Metrics, MetricsAccess, child
 
 INSTRUMENTATION = "userql"
@@ -82,11 +83,15 @@ class Telemetry:
             metrics=None if access is MetricsAccess.OFF else Metrics.get(),
         )
 
-    def instrument_engines(self, **engines: Engine | None) -> None:
-        """Each engine by its label (writes, reads, replica); None is skipped."""
-        for name, engine in engines.items():
-            if engine is not None:
-                self.instrument_engine(engine, name)
+    def instrument(self, databases: Databases) -> None:
+        """Every engine of the app, by its label."""
+        # The writes' bind is an Engine, or in the tests a Connection of one (whose events
+        # are its).
+        self.instrument_engine(databases.session_factory.kw["bind"].engine, "writes")
+        if databases.reading_engine is not None:
+            self.instrument_engine(databases.reading_engine, "reads")
+        if databases.replica is not None:
+            self.instrument_engine(databases.replica.replica, "replica")
 
     @property
     def on(self) -> bool:

@@ -2,15 +2,10 @@
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from db.replica import ReplicaReads
+from db.connections import Databases
 from schema.limits import ExposurePolicy, QueryLimits
 from services import auth
-from services.google import (
-    IdTokenVerifier,
-)
+from services.google import IdTokenVerifier
 from services.provisioning import Provisioner
 from services.rate_limit import RateLimiter
 from services.telemetry import Telemetry
@@ -21,9 +16,7 @@ from web.persisted import DocumentAdmission
 class Collaborators:
     """Everything a request needs besides the request, built once per app."""
 
-    session_factory: sessionmaker[Session]
-    reading_engine: Engine | None
-    """Where requests read, when not through session_factory (see make_reading_engine)."""
+    databases: Databases
     provisioner: Provisioner
     tokens: auth.TokenService
     google: IdTokenVerifier
@@ -40,5 +33,3 @@ class Collaborators:
     """GraphiQL's role switcher may mint short-lived tokens (development only)."""
     documents: DocumentAdmission
     telemetry: Telemetry
-    replica: ReplicaReads | None = None
-    """Where requests' reads go instead, while it may be read (DATABASE_READ_URL)."""

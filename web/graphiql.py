@@ -84,7 +84,7 @@ def _register_development_tokens(app: Flask, collaborators: Collaborators) -> No
                 'Send {"role": "USER"} or {"role": "ADMIN"} as JSON.', "BAD_REQUEST", 400
             )
         issued, email = auth.issue_development_token(
-            UnitOfWork(collaborators.session_factory),
+            UnitOfWork(collaborators.databases.session_factory),
             collaborators.provisioner,
             collaborators.tokens,
             role=models.Role(role_name),

@@ -107,10 +107,10 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         super().__init__(**options)
         self._collaborators = collaborators
         self._database = RequestConnection(
-            collaborators.session_factory,
-            collaborators.reading_engine,
+            collaborators.databases.session_factory,
+            collaborators.databases.reading_engine,
             AuditTrail(actor=self._actor, redact_email=collaborators.audit_redact_email),
-            collaborators.replica,
+            collaborators.databases.replica,
         )
         self._principal = auth.ANONYMOUS
         self._idempotency: tuple[str, str, str] | None = None

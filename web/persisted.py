@@ -10,6 +10,7 @@ from strawberry.types import ExecutionResult
 
 from schema.operation_log import RequestLog
 from services import auth, documents
+from services.shared_redis import SharedRedis
 
 # Apollo Client's persisted-query link recognises the not-found error by this exact message.
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
@@ -27,6 +28,18 @@ class DocumentAdmission:
     """Where registered persisted queries are kept (per process, or Redis)."""
     trusted: Mapping[str, str] | None
     """The trusted-documents manifest; when set, only ADMINs may run or register others."""
+
+    @classmethod
+    def kept_in(
+        cls, shared: SharedRedis | None, *, trusted: Mapping[str, str] | None
+    ) -> "DocumentAdmission":
+        """Persisted queries in Redis, shared by every process, or else in this one's."""
+        store = (
+            documents.MemoryDocumentStore()
+            if shared is None
+            else documents.RedisDocumentStore(shared)
+        )
+        return cls(persisted=store, trusted=trusted)
 
     def admit(
         self, data: GraphQLRequestData, role: auth.Access, log: RequestLog
