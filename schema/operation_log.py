@@ -32,6 +32,9 @@ class OperationLog(SchemaExtension):
     one span per operation, named by its type, never by a field. Never variables or the
     document."""
 
+    _executed = False
+    """Whether the operation reached execution (a valid document), so its type is known."""
+
     def on_operation(self) -> Iterator[None]:
         execution = self.execution_context
         tracer = execution.context.tracer
@@ -54,8 +57,6 @@ class OperationLog(SchemaExtension):
                 codes = [(error.extensions or {}).get("code") for error in result.errors]
                 span.set_attribute("error.type", str(codes[0] or "GRAPHQL_ERROR"))
                 span.set_status(Status(StatusCode.ERROR))
-
-    _executed = False
 
     def on_execute(self) -> Iterator[None]:
         # Reached only with a valid document, so the operation is known here.

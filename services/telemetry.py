@@ -157,28 +157,20 @@ class OutgoingCall:
         return time.monotonic() - self.started
 
 
-class RequestTelemetry:
-    """The tracer of the request this thread serves, for its statements' spans."""
-
-    __slots__ = ("tracer",)
-
-    def __init__(self, tracer: Tracer) -> None:
-        self.tracer = tracer
+# The tracer of the request this thread serves, for its statements' spans.
+_tracer: ContextVar[Tracer | None] = ContextVar("request_tracer", default=None)
 
 
-_current: ContextVar[RequestTelemetry | None] = ContextVar("request_telemetry", default=None)
+def begin_request(tracer: Tracer) -> Token[Tracer | None]:
+    return _tracer.set(tracer)
 
 
-def begin_request(tracer: Tracer) -> Token[RequestTelemetry | None]:
-    return _current.set(RequestTelemetry(tracer))
-
-
-def end_request(token: Token[RequestTelemetry | None]) -> None:
-    _current.reset(token)
+def end_request(token: Token[Tracer | None]) -> None:
+    _tracer.reset(token)
 
 
 # Engines are shared by apps in one process (the tests build many): each is hooked once,
-# and each request's own RequestTelemetry says which tracer its statements report to.
+# and each request's own tracer (begin_request) is the one its statements report to.
 _STATEMENTS_HOOKED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 _POOLS_WATCHED: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
@@ -203,14 +195,14 @@ def _hook_statements(engine: Engine) -> None:
         context: Any,
         _executemany: bool,
     ) -> None:
-        state = _current.get()
-        if state is None or context is None:
+        tracer = _tracer.get()
+        if tracer is None or context is None:
             return
         operation = statement.split(None, 1)[0].upper() if statement else "SQL"
         setattr(
             context,
             _SQL_SPAN,
-            state.tracer.start_span(
+            tracer.start_span(
                 operation,
                 kind=SpanKind.CLIENT,
                 # The statement as sent, placeholders and all: bound values never reach it.
