@@ -67,6 +67,8 @@ ERROR_BODY_KEYS = {"message", "extensions"}
 MAXREWRITE = 1024
 # How many times the file lets HAProxy send a request again after its first attempt.
 RETRIES = 3
+# How long a request's log line may lag behind its answer.
+LOG_WAIT = 5.0
 # An httplog line: ... %ac/%fc/%bc/%sc/%rc %sq/%bq {captured X-Request-ID} "request line".
 LOG_LINE = re.compile(
     r" (?P<frontend>\S+) (?P<backend>[^/\s]+)/(?P<server>\S+) \S+ (?P<status>\d{3}) .*"
@@ -269,11 +271,19 @@ class Haproxy:
     # HAProxy's stdout and stderr: one line per request (option httplog) and its notices.
     log: Path
 
-    def requests(self) -> list[dict[str, str]]:
+    def requests(self, *waiting_for: str) -> list[dict[str, str]]:
         """Each logged request: server, status, retries (a "+" in front when it was sent to
-        another server), request_id."""
-        text = self.log.read_text(errors="replace")
-        return [match.groupdict() for match in LOG_LINE.finditer(text)]
+        another server), request_id. HAProxy writes a request's line once the stream has
+        ended, which can be after its client has read the answer: with `waiting_for`
+        request ids, this waits (at most LOG_WAIT seconds) until each has a line."""
+        deadline = time.monotonic() + LOG_WAIT
+        while True:
+            text = self.log.read_text(errors="replace")
+            entries = [match.groupdict() for match in LOG_LINE.finditer(text)]
+            missing = set(waiting_for) - {entry["request_id"] for entry in entries}
+            if not missing or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.05)
 
 
 @contextmanager
@@ -880,7 +890,10 @@ def test_only_what_cannot_run_twice_is_sent_again_after_it_reached_an_instance()
         assert through(proxy, "GET", "get") == 502
         received = dict(stub.received)
         received.pop("", None)  # wait_until_serving's
-        logged = {entry["request_id"]: entry for entry in proxy.requests()}
+        logged = {
+            entry["request_id"]: entry
+            for entry in proxy.requests("plain-post", "keyed-post", "get")
+        }
     assert received == {"plain-post": 1, "keyed-post": 1 + RETRIES, "get": 1 + RETRIES}
     assert [logged[name]["status"] for name in received] == ["502"] * 3
     assert logged["plain-post"]["retries"] == "0"
@@ -893,7 +906,11 @@ def test_a_post_refused_at_connect_goes_to_another_instance() -> None:
     sent, and HAProxy sends it to the other."""
     with stub_behind_proxy(("127.0.0.1", "127.0.0.4")) as (stub, proxy):
         statuses = [through(proxy, "POST", f"refused-{n}") for n in range(10)]
-        logged = [entry for entry in proxy.requests() if entry["request_id"].startswith("re")]
+        logged = [
+            entry
+            for entry in proxy.requests(*(f"refused-{n}" for n in range(10)))
+            if entry["request_id"].startswith("re")
+        ]
     assert statuses == [200] * 10
     assert {n: c for n, c in stub.received.items() if n} == {f"refused-{n}": 1 for n in range(10)}
     redispatched = [entry for entry in logged if entry["retries"].startswith("+")]

@@ -458,7 +458,9 @@ def test_a_sigterm_to_one_instance_under_load_loses_no_request(cluster: Cluster)
     ready = call(f"{b.base}/readyz")[0]
 
     entries = [
-        e for e in cluster.proxy.requests()[log_before:] if e["request_id"].startswith("load-")
+        e
+        for e in cluster.proxy.requests(*(request_id for request_id, *_ in results))[log_before:]
+        if e["request_id"].startswith("load-")
     ]
     retried = [entry for entry in entries if entry["retries"] not in {"0", "+0"}]
     retries = sum(int(entry["retries"].lstrip("+")) for entry in retried)
