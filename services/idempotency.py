@@ -16,13 +16,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db import models
 from services.errors import ServiceError
 
 KEYS = cast(Table, models.IdempotencyKey.__table__)
+# Built once: a statement built per call costs a keyed mutation more than its round trip
+# (the construct, then its cache key, each time).
+_CLAIM = insert(KEYS)
+_OF_KEY = (KEYS.c.principal == bindparam("owner")) & (KEYS.c.key == bindparam("claimed"))
+_CLAIMED = select(KEYS).where(_OF_KEY)
+_STORE = (
+    update(KEYS)
+    .where(_OF_KEY)
+    .values(
+        status=bindparam("answer_status"),
+        content_type=bindparam("answer_content_type"),
+        body=bindparam("answer_body"),
+    )
+)
+_FORGET = delete(KEYS).where(_OF_KEY)
+_DROP = delete(KEYS).where(KEYS.c.id == bindparam("dropped"))
 # 1 to 255 visible ASCII characters: the draft's sf-string, without the quotes and escapes.
 KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,255}")
 # Expired rows a claim removes on its way: enough to keep up with any rate of new keys,
@@ -109,18 +125,16 @@ def claim(
     row = _claim_row(principal, key, digest, now, ttl_seconds)
     try:
         # MySQL and SQLite refuse the statement, not the transaction: no savepoint needed.
-        connection.execute(insert(KEYS), row)
+        connection.execute(_CLAIM, row)
     except IntegrityError:
         pass  # claimed already, and committed: the earlier request's answer is there
     else:
         return None
-    found = connection.execute(
-        select(KEYS).where(KEYS.c.principal == principal, KEYS.c.key == key)
-    ).one()
+    found = connection.execute(_CLAIMED, {"owner": principal, "claimed": key}).one()
     if found.expires_at <= now:
         # Expired and not yet purged: the key is free again.
-        connection.execute(delete(KEYS).where(KEYS.c.id == found.id))
-        connection.execute(insert(KEYS), row)
+        connection.execute(_DROP, {"dropped": found.id})
+        connection.execute(_CLAIM, row)
         return None
     if found.request_hash != digest:
         raise IdempotencyKeyReused(
@@ -134,9 +148,14 @@ def claim(
 def store(connection: Connection, *, principal: str, key: str, answer: StoredAnswer) -> None:
     """Gives the claimed key its answer, in the transaction that claimed it."""
     connection.execute(
-        update(KEYS)
-        .where(KEYS.c.principal == principal, KEYS.c.key == key)
-        .values(status=answer.status, content_type=answer.content_type, body=answer.body.decode())
+        _STORE,
+        {
+            "owner": principal,
+            "claimed": key,
+            "answer_status": answer.status,
+            "answer_content_type": answer.content_type,
+            "answer_body": answer.body.decode(),
+        },
     )
 
 
@@ -173,7 +192,7 @@ def settle(
     claimed again; if another request has claimed the key meanwhile, its answer stands."""
     if lost:
         try:
-            connection.execute(insert(KEYS), _claim_row(principal, key, digest, now, ttl_seconds))
+            connection.execute(_CLAIM, _claim_row(principal, key, digest, now, ttl_seconds))
         except IntegrityError:
             return
     store(connection, principal=principal, key=key, answer=answer)
@@ -181,4 +200,4 @@ def settle(
 
 def forget(connection: Connection, *, principal: str, key: str) -> None:
     """Gives the key up: the request's answer is not one to replay."""
-    connection.execute(delete(KEYS).where(KEYS.c.principal == principal, KEYS.c.key == key))
+    connection.execute(_FORGET, {"owner": principal, "claimed": key})
