@@ -25,9 +25,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy import FromClause, Select, and_, bindparam, select
 
 from db import models
+from services import idempotency
 from services.errors import Unauthenticated
 from services.provisioning import Provisioner
 from services.unit_of_work import UnitOfWork
@@ -352,19 +353,24 @@ _STANDING = ("role", "deactivated_at", "tokens_valid_after")
 
 
 @functools.cache
-def _caller(*, with_row: bool, in_session: bool) -> Select[Any]:
-    """The caller's standing (or whole row) and, for a token of a session, that session's in
-    the same statement: one row, one round trip, whatever the token."""
+def _caller(*, with_row: bool, in_session: bool, keyed: bool) -> Select[Any]:
+    """The caller's standing (or whole row), for a token of a session that session's, and
+    with an Idempotency-Key the earlier request under it, in the same statement: one row, one
+    round trip, whatever the token."""
     names = USER_FIELDS if with_row else ("id", *_STANDING)
-    columns = [USERS.c[name] for name in names]
-    if not in_session:
-        return select(*columns).where(USERS.c.id == bindparam("user_id"))
-    joined = USERS.outerjoin(
-        SESSIONS,
-        and_(SESSIONS.c.id == bindparam("session_id"), SESSIONS.c.user_id == USERS.c.id),
-    )
-    session = [SESSIONS.c.id.label("session_id"), SESSIONS.c.revoked_at.label("session_revoked")]
-    return select(*columns, *session).select_from(joined).where(USERS.c.id == bindparam("user_id"))
+    query = select(*(USERS.c[name] for name in names)).where(USERS.c.id == bindparam("user_id"))
+    base: FromClause = USERS
+    if in_session:
+        base = USERS.outerjoin(
+            SESSIONS,
+            and_(SESSIONS.c.id == bindparam("session_id"), SESSIONS.c.user_id == USERS.c.id),
+        )
+        query = query.add_columns(
+            SESSIONS.c.id.label("session_id"), SESSIONS.c.revoked_at.label("session_revoked")
+        )
+    if keyed:
+        return idempotency.joined_to(query, base)
+    return query.select_from(base)
 
 
 def authenticate(
@@ -378,11 +384,30 @@ def authenticate(
     The lookup reads what decides that, or the caller's whole row `with_row`: a request that
     shows its caller's fields gets them from this one lookup. Raises Unauthenticated.
     """
+    return _authenticate(uow, tokens, token, with_row=with_row, key=None)[0]
+
+
+def authenticate_keyed(
+    uow: UnitOfWork, tokens: TokenService, token: str | None, *, with_row: bool, key: str
+) -> tuple[Principal, idempotency.Earlier | None]:
+    """authenticate(), and the signed-in caller's earlier request under the Idempotency-Key
+    `key`, read by the same statement (None without one, and for a caller without a token,
+    whose key its address owns: idempotency.lookup() reads it)."""
+    return _authenticate(uow, tokens, token, with_row=with_row, key=key)
+
+
+def _authenticate(
+    uow: UnitOfWork, tokens: TokenService, token: str | None, *, with_row: bool, key: str | None
+) -> tuple[Principal, idempotency.Earlier | None]:
     if token is None:
-        return ANONYMOUS
+        return ANONYMOUS, None
     claims = tokens.verify(token)
-    query = _caller(with_row=with_row, in_session=claims.session_id is not None)
-    parameters = {"user_id": claims.user_id, "session_id": claims.session_id}
+    query = _caller(
+        with_row=with_row, in_session=claims.session_id is not None, keyed=key is not None
+    )
+    parameters: dict[str, Any] = {"user_id": claims.user_id, "session_id": claims.session_id}
+    if key is not None:
+        parameters.update(owner=idempotency.owner(claims.user_id, ""), claimed=key)
     with uow:
         user: Any = uow.connection().execute(query, parameters).first()
     if user is None:
@@ -395,12 +420,13 @@ def authenticate(
     if claims.session_id is not None and (user.session_id is None or user.session_revoked):
         raise Unauthenticated("The session has ended; sign in again.")
     role = min(claims.role, Access.of(user.role))
-    return Principal(
+    principal = Principal(
         user_id=claims.user_id,
         role=role,
         user=user if with_row else None,
         session_id=claims.session_id,
     )
+    return principal, None if key is None else idempotency.earlier_of(user)
 
 
 def issue_token_for(

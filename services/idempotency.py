@@ -1,12 +1,15 @@
 """Idempotency keys for mutations (the IETF httpapi draft "The Idempotency-Key HTTP Header
 Field", as Stripe's API uses it).
 
-A caller's first request with a key claims it: a row inserted in the transaction the mutation
-then runs in, and given the response before that transaction commits, so the stored answer and
-the change commit together or not at all. A repeat of the same request gets the stored answer
-and runs nothing; the same key with another request is refused. A repeat that arrives while
-the first still runs waits at the row's unique index until the first commits, then gets its
-answer: the database, not a flag, says whether the first finished.
+A caller's first request with a key runs, and its answer is stored under the key in the
+mutation's own transaction, just before it commits: the stored answer and the change commit
+together or not at all. The row is written last so that a keyed mutation costs one statement
+more than an unkeyed one: the earlier request under the key is read by the statement that
+authenticates the caller. A repeat of the same request gets the stored answer and runs
+nothing; the same key with another request is refused. A repeat that arrives while the first
+still runs waits at the first row both write (the first holds it until it commits), or at the
+key's unique index; its own writes are then rolled back and it gets the first's answer: the
+database, not a flag, says whether the first finished.
 """
 
 import hashlib
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, FromClause, Select, Table, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from db import models
@@ -25,26 +28,24 @@ from services.errors import ServiceError
 KEYS = cast(Table, models.IdempotencyKey.__table__)
 # Built once: a statement built per call costs a keyed mutation more than its round trip
 # (the construct, then its cache key, each time).
-_CLAIM = insert(KEYS)
+_KEEP = insert(KEYS)
 _OF_KEY = (KEYS.c.principal == bindparam("owner")) & (KEYS.c.key == bindparam("claimed"))
-_CLAIMED = select(KEYS).where(_OF_KEY)
-_STORE = (
-    update(KEYS)
-    .where(_OF_KEY)
-    .values(
-        status=bindparam("answer_status"),
-        content_type=bindparam("answer_content_type"),
-        body=bindparam("answer_body"),
-    )
+_EARLIER_COLUMNS = (
+    KEYS.c.request_hash.label("earlier_hash"),
+    KEYS.c.expires_at.label("earlier_expires_at"),
+    KEYS.c.status.label("earlier_status"),
+    KEYS.c.content_type.label("earlier_content_type"),
+    KEYS.c.body.label("earlier_body"),
 )
-_FORGET = delete(KEYS).where(_OF_KEY)
+_EARLIER = select(*_EARLIER_COLUMNS).where(_OF_KEY)
+_STORED = select(KEYS.c.id, *_EARLIER_COLUMNS).where(_OF_KEY)
 _DROP = delete(KEYS).where(KEYS.c.id == bindparam("dropped"))
 # 1 to 255 visible ASCII characters: the draft's sf-string, without the quotes and escapes.
 KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,255}")
-# Expired rows a claim removes on its way: enough to keep up with any rate of new keys,
-# few enough to cost a claim next to nothing.
-PURGED_PER_CLAIM = 20
-# A claim purges at most this often in each process: a statement on every claim would cost
+# Expired rows that storing an answer removes on its way: enough to keep up with any rate of
+# new keys, few enough to cost it next to nothing.
+PURGED_PER_KEEP = 20
+# It purges at most this often in each process: a statement on every keyed request would cost
 # a keyed mutation more than the keys it removes are worth.
 PURGE_EVERY_SECONDS = 10
 _last_purge: datetime | None = None
@@ -94,69 +95,101 @@ def request_hash(operations: list[tuple[str, str | None, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _claim_row(
-    principal: str, key: str, digest: str, now: datetime, ttl_seconds: int
-) -> dict[str, Any]:
-    return {
-        "principal": principal,
-        "key": key,
-        "request_hash": digest,
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=ttl_seconds),
-    }
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """The request stored under a key: what it sent (its hash), until when, and its answer."""
+
+    request_hash: str
+    expires_at: datetime
+    answer: StoredAnswer
 
 
-def claim(
+def owner(user_id: int | None, address: str) -> str:
+    """Whose key it is: a signed-in caller's, or a caller's without a token by their address."""
+    return f"user:{user_id}" if user_id is not None else f"address:{address}"
+
+
+def joined_to(selected: Select[Any], base: FromClause) -> Select[Any]:
+    """`selected` (from `base`) with the earlier request under the key `claimed` of `owner`
+    beside it, in the same row (its columns None when there is none): the caller's lookup
+    and the key's share one round trip."""
+    return selected.add_columns(*_EARLIER_COLUMNS).select_from(base.outerjoin(KEYS, _OF_KEY))
+
+
+def earlier_of(row: Any) -> Earlier | None:
+    """The earlier request in a row of a `joined_to` statement (or of none)."""
+    if row is None or row.earlier_hash is None:
+        return None
+    return Earlier(
+        request_hash=row.earlier_hash,
+        expires_at=row.earlier_expires_at,
+        answer=StoredAnswer(
+            status=row.earlier_status,
+            content_type=row.earlier_content_type,
+            body=row.earlier_body.encode(),
+        ),
+    )
+
+
+def lookup(connection: Connection, *, principal: str, key: str) -> Earlier | None:
+    """The earlier request under the key, for a caller whose lookup did not read it."""
+    return earlier_of(connection.execute(_EARLIER, {"owner": principal, "claimed": key}).first())
+
+
+def replayed(earlier: Earlier | None, digest: str, now: datetime) -> StoredAnswer | None:
+    """The answer to give instead of running: the earlier one when it sent the same; None when
+    the key is free (never used, or expired). Raises IdempotencyKeyReused when it sent another."""
+    if earlier is None or earlier.expires_at <= now:
+        return None
+    if earlier.request_hash != digest:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used for another request; send a new key."
+        )
+    return earlier.answer
+
+
+def keep(
     connection: Connection,
     *,
     principal: str,
     key: str,
     digest: str,
+    answer: StoredAnswer,
     now: datetime,
     ttl_seconds: int,
 ) -> StoredAnswer | None:
-    """Claims the key in the connection's transaction; None when this request is the first.
-    Returns the stored answer of an earlier request that sent the same; raises
-    IdempotencyKeyReused for an earlier one that sent another."""
+    """Stores the answer under the key, in the transaction about to commit; None when it is
+    stored. When a request with the same key committed first (it ran meanwhile), its answer:
+    this request's writes must then be rolled back, and that answer given. Raises
+    IdempotencyKeyReused when that request sent another."""
     global _last_purge
     if _last_purge is None or (now - _last_purge).total_seconds() >= PURGE_EVERY_SECONDS:
         _last_purge = now
-        _purge(connection, now, limit=PURGED_PER_CLAIM)
-    row = _claim_row(principal, key, digest, now, ttl_seconds)
+        _purge(connection, now, limit=PURGED_PER_KEEP)
+    row = {
+        "principal": principal,
+        "key": key,
+        "request_hash": digest,
+        "status": answer.status,
+        "content_type": answer.content_type,
+        "body": answer.body.decode(),
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=ttl_seconds),
+    }
     try:
         # MySQL and SQLite refuse the statement, not the transaction: no savepoint needed.
-        connection.execute(_CLAIM, row)
+        connection.execute(_KEEP, row)
     except IntegrityError:
-        pass  # claimed already, and committed: the earlier request's answer is there
+        pass  # stored already, and committed: at READ COMMITTED the next read sees it
     else:
         return None
-    found = connection.execute(_CLAIMED, {"owner": principal, "claimed": key}).one()
-    if found.expires_at <= now:
+    found = connection.execute(_STORED, {"owner": principal, "claimed": key}).one()
+    if found.earlier_expires_at <= now:
         # Expired and not yet purged: the key is free again.
         connection.execute(_DROP, {"dropped": found.id})
-        connection.execute(_CLAIM, row)
+        connection.execute(_KEEP, row)
         return None
-    if found.request_hash != digest:
-        raise IdempotencyKeyReused(
-            "This Idempotency-Key was used for another request; send a new key."
-        )
-    return StoredAnswer(
-        status=found.status, content_type=found.content_type, body=found.body.encode()
-    )
-
-
-def store(connection: Connection, *, principal: str, key: str, answer: StoredAnswer) -> None:
-    """Gives the claimed key its answer, in the transaction that claimed it."""
-    connection.execute(
-        _STORE,
-        {
-            "owner": principal,
-            "claimed": key,
-            "answer_status": answer.status,
-            "answer_content_type": answer.content_type,
-            "answer_body": answer.body.decode(),
-        },
-    )
+    return replayed(earlier_of(found), digest, now)
 
 
 def purge(connection: Connection, now: datetime, *, batch: int = 1000) -> int:
@@ -174,30 +207,3 @@ def _purge(connection: Connection, now: datetime, *, limit: int) -> int:
         return 0
     connection.execute(delete(KEYS).where(KEYS.c.id.in_(ids)))
     return len(ids)
-
-
-def settle(
-    connection: Connection,
-    *,
-    principal: str,
-    key: str,
-    digest: str,
-    answer: StoredAnswer,
-    now: datetime,
-    ttl_seconds: int,
-    lost: bool,
-) -> None:
-    """Stores the answer of the request that claimed the key, in the transaction about to
-    commit. `lost`: a failed unit of work rolled the claim back with its own writes, so it is
-    claimed again; if another request has claimed the key meanwhile, its answer stands."""
-    if lost:
-        try:
-            connection.execute(_CLAIM, _claim_row(principal, key, digest, now, ttl_seconds))
-        except IntegrityError:
-            return
-    store(connection, principal=principal, key=key, answer=answer)
-
-
-def forget(connection: Connection, *, principal: str, key: str) -> None:
-    """Gives the key up: the request's answer is not one to replay."""
-    connection.execute(_FORGET, {"owner": principal, "claimed": key})

@@ -54,13 +54,13 @@ class UnitOfWork:
         read_only: bool = False,
         connection_factory: Callable[[], Connection | None] | None = None,
         trail: audit.AuditTrail = audit.UNATTRIBUTED,
-        held: Callable[[], None] | None = None,
+        held: bool = False,
     ) -> None:
         self._session_factory = session_factory
         self._trail = trail
         self._held = held
-        """Set while the request holds its writes (RequestConnection.hold): commit() then
-        only flushes, and a failure rolls the held transaction back and calls this."""
+        """While the request holds its writes (RequestConnection.hold): commit() then only
+        flushes, and a failure rolls the held transaction back."""
         self._committed = False
         self._connection_factory = connection_factory
         self._session: Session | None = None
@@ -103,14 +103,13 @@ class UnitOfWork:
         self.connection().execute(audit.INSERT_EVENT, row)
 
     def _abandon_hold(self, connection: Connection | None) -> None:
-        if self._held is None or (self._session is None and connection is None):
+        if not self._held or (self._session is None and connection is None):
             return  # wrote nothing
         with contextlib.suppress(*_OUTAGES):
             if self._session is not None:
                 self._session.rollback()
             elif connection is not None and connection.in_transaction():
                 connection.rollback()
-        self._held()
 
     def __exit__(
         self,
@@ -122,7 +121,7 @@ class UnitOfWork:
         # everything the use case wrote is discarded. Unlike rollback() it does not expire
         # the loaded objects, so what a read service returns stays readable.
         connection, self._connection = self._connection, None
-        if self._held is not None and not self._committed:
+        if self._held and not self._committed:
             self._abandon_hold(connection)
         committed, self._committed = self._committed, False
         if self._session is not None:
@@ -144,7 +143,7 @@ class UnitOfWork:
         if self.read_only:
             raise RuntimeError("a read-only unit of work cannot commit; use unit_of_work()")
         self._committed = True
-        if self._held is not None:
+        if self._held:
             # The request commits its writes together (RequestConnection.release).
             if self._session is not None:
                 self._session.commit()  # joined "rollback_only": it flushes, and no more
@@ -202,7 +201,6 @@ class RequestConnection:
         self._wrote = False
         self._holding = False
         self._held_savepoint: Transaction | None = None
-        self._hold_lost = False
 
     def expect_writes(self) -> None:
         """The request will probably write: its reads go on the writing connection, in the
@@ -228,13 +226,13 @@ class RequestConnection:
             self._writing_session,
             connection_factory=self._checkout,
             trail=self._trail,
-            held=self._lose_hold if self._holding else None,
+            held=self._holding,
         )
 
     def hold(self) -> Connection:
         """From now on the request's writes commit together, when `release()` says so, in
-        the transaction of the connection returned (for what the caller writes first: an
-        idempotency key's claim). A unit of work that fails rolls it all back."""
+        the transaction of the connection returned (where a caller without a token looks up
+        its key's earlier request). A unit of work that fails rolls it all back."""
         self._wrote = True
         connection = self._checkout()
         if connection is None:
@@ -248,22 +246,29 @@ class RequestConnection:
         self._holding = True
         return connection
 
-    def release(self, write: Callable[[Connection, bool], None] | None) -> None:
-        """Ends the hold: `write(connection, lost)` runs in the held transaction (`lost`: a
-        failed unit of work rolled back what came before it), then it commits; without
-        `write`, everything is rolled back. Raises OutcomeUnknown as UnitOfWork.commit does."""
+    def release(self, write: Callable[[Connection], None] | None) -> None:
+        """Ends the hold: `write(connection)` runs in the held transaction, then it commits;
+        without `write`, or when it raises, everything is rolled back. Raises OutcomeUnknown
+        as UnitOfWork.commit does."""
         self._holding = False
         savepoint, self._held_savepoint = self._held_savepoint, None
         connection = self._checkout() or self._session_factory.kw["bind"]
-        lost, self._hold_lost = self._hold_lost, False
-        if write is None:
+
+        def roll_back() -> None:
             with contextlib.suppress(*_OUTAGES):
                 if savepoint is not None:
                     savepoint.rollback()
                 elif connection.in_transaction():
                     connection.rollback()
+
+        if write is None:
+            roll_back()
             return
-        write(connection, lost)
+        try:
+            write(connection)
+        except BaseException:
+            roll_back()
+            raise
         if savepoint is not None:
             savepoint.commit()
             return
@@ -274,10 +279,6 @@ class RequestConnection:
                 "The database stopped answering while saving; the change may or may not have "
                 "been saved. Read it back before trying again."
             ) from error
-
-    def _lose_hold(self) -> None:
-        if self._held_savepoint is None:
-            self._hold_lost = True  # the connection's transaction, claim and all, is gone
 
     def _reading_session(self, *, current: bool = False) -> Session:
         connection = self._reading_connection(current=current)

@@ -127,15 +127,18 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         with_row = any(needs_caller_row(document) for document in documents)
         if any(_MUTATION.search(document) for document in documents):
             self._database.expect_writes()
+        key = self._mutation_key(request)
         # From the primary: a replica that trails it would let a revoked token in, and turn
         # away a caller who signed up a moment ago.
-        principal = auth.authenticate(
-            self._database.reading(current=True), collaborators.tokens, token, with_row=with_row
-        )
+        reading = self._database.reading(current=True)
+        if key is None:
+            principal = auth.authenticate(reading, collaborators.tokens, token, with_row=with_row)
+        else:
+            principal, earlier = auth.authenticate_keyed(
+                reading, collaborators.tokens, token, with_row=with_row, key=key
+            )
+            self._claim(request, key, principal, earlier)
         self._principal = principal
-        header = request.headers.get("Idempotency-Key")
-        if header is not None:
-            self._claim(request, header, principal)
         log: RequestLog = current_globals().request_log
         log.principal_id = principal.user_id
         return Context(
@@ -155,29 +158,33 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             tracer=collaborators.telemetry.tracer,
         )
 
-    def _claim(self, request: Request, header: str, principal: auth.Principal) -> None:
-        """Claims the key for a request that runs a mutation (a key on a query is ignored);
-        raises _Replay with the stored answer of an earlier request that sent the same."""
-        operations = self._operations(request)
-        if not any(_is_mutation(document, name) for document, name, _ in operations):
-            return
-        key = idempotency.checked_key(header)
-        if principal.user_id is not None:
-            owner = f"user:{principal.user_id}"
-        else:
-            owner = f"address:{request.remote_addr or 'unknown'}"
-        digest = idempotency.request_hash(operations)
+    def _mutation_key(self, request: Request) -> str | None:
+        """The request's Idempotency-Key when it runs a mutation (a key on a query is
+        ignored). Raises InvalidIdempotencyKey."""
+        header = request.headers.get("Idempotency-Key")
+        if header is None:
+            return None
+        if not any(_is_mutation(document, name) for document, name, _ in self._operations(request)):
+            return None
+        return idempotency.checked_key(header)
+
+    def _claim(
+        self,
+        request: Request,
+        key: str,
+        principal: auth.Principal,
+        earlier: idempotency.Earlier | None,
+    ) -> None:
+        """Holds the request's writes, to commit them with the answer under the key; raises
+        _Replay with the answer of an earlier request under it that sent the same."""
+        owner = idempotency.owner(principal.user_id, request.remote_addr or "unknown")
+        digest = idempotency.request_hash(self._operations(request))
         with database_errors():
             connection = self._database.hold()
             try:
-                stored = idempotency.claim(
-                    connection,
-                    principal=owner,
-                    key=key,
-                    digest=digest,
-                    now=self._collaborators.tokens.now(),
-                    ttl_seconds=self._collaborators.idempotency_ttl_seconds,
-                )
+                if principal.user_id is None:
+                    earlier = idempotency.lookup(connection, principal=owner, key=key)
+                stored = idempotency.replayed(earlier, digest, self._collaborators.tokens.now())
             except BaseException:
                 self._database.release(None)
                 raise
@@ -196,8 +203,9 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         return operations
 
     def _settle(self, response: Response) -> Response:
-        """Ends the held writes: committed with the answer stored under the key, or, for an
-        answer the client must not keep (5xx), rolled back whole."""
+        """Ends the held writes: committed with the answer stored under the key; rolled back,
+        and the answer of a request with the same key that committed first given instead;
+        or, for an answer the client must not keep (5xx), rolled back whole."""
         owner, key, digest = self._idempotency or ("", "", "")
         self._idempotency = None
         if response.status_code >= 500:
@@ -206,12 +214,9 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             return response
         if set(current_globals().request_log.error_codes) & idempotency.NOT_KEPT:
             # An answer about the moment, not the request (an outage, a limit, a token):
-            # what ran is committed, and a retry runs again.
-            def forget(connection: Any, lost: bool) -> None:
-                idempotency.forget(connection, principal=owner, key=key)
-
+            # what ran is committed, nothing is kept under the key, and a retry runs again.
             with database_errors():
-                self._database.release(forget)
+                self._database.release(lambda connection: None)
             return response
         answer = idempotency.StoredAnswer(
             status=response.status_code,
@@ -221,8 +226,8 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         now = self._collaborators.tokens.now()
         ttl = self._collaborators.idempotency_ttl_seconds
 
-        def write(connection: Any, lost: bool) -> None:
-            idempotency.settle(
+        def write(connection: Any) -> None:
+            first = idempotency.keep(
                 connection,
                 principal=owner,
                 key=key,
@@ -230,12 +235,17 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
                 answer=answer,
                 now=now,
                 ttl_seconds=ttl,
-                lost=lost,
             )
+            if first is not None:
+                raise _Replay(first)  # release() rolls this request's writes back
 
         try:
             with database_errors():
                 self._database.release(write)
+        except _Replay as replay:
+            return _replayed(replay.answer)
+        except idempotency.IdempotencyKeyReused as error:
+            return json_error(str(error), error.code, 422)
         except (OutcomeUnknown, DatabaseUnavailable, RequestTimedOut) as error:
             return json_error(str(error), error.code, 503)
         return response
@@ -378,10 +388,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
                 response.headers["Allow"] = "POST"
             return response
         except _Replay as replay:
-            stored = replay.answer
-            response = Response(stored.body, status=stored.status, content_type=stored.content_type)
-            response.headers["Idempotent-Replayed"] = "true"
-            return response
+            return _replayed(replay.answer)
         except idempotency.InvalidIdempotencyKey as error:
             return json_error(str(error), error.code, 400)
         except idempotency.IdempotencyKeyReused as error:
@@ -404,6 +411,12 @@ class _Replay(Exception):
     def __init__(self, answer: idempotency.StoredAnswer) -> None:
         super().__init__("replayed")
         self.answer = answer
+
+
+def _replayed(stored: idempotency.StoredAnswer) -> Response:
+    response = Response(stored.body, status=stored.status, content_type=stored.content_type)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 # A client sends the same few documents again and again: each is parsed once for this.

@@ -173,3 +173,28 @@ def test_a_retry_of_a_request_that_failed_with_a_5xx_runs_again(
     retried = send(client, "after-outage")
     assert retried.get_json()["data"]["createUser"]["__typename"] == "CreateUserSuccess"
     assert "Idempotent-Replayed" not in retried.headers
+
+
+def test_a_caller_without_a_token_has_keys_of_their_address(
+    app: Flask, session_factory: sessionmaker[Session]
+) -> None:
+    """No token, so no authentication statement reads the key: a statement of its own does."""
+    client = app.test_client()
+    refresh = {"query": 'mutation { refreshSession(refreshToken: "not-one") { __typename } }'}
+
+    def post(key: str) -> TestResponse:
+        return client.post("/graphql", json=refresh, headers={"Idempotency-Key": key})
+
+    first = post("anonymous-1")
+    assert first.get_json()["data"]["refreshSession"]["__typename"] == "InvalidRefreshToken"
+    again = post("anonymous-1")
+    assert (again.get_data(), again.headers["Idempotent-Replayed"]) == (first.get_data(), "true")
+    other = client.post(
+        "/graphql",
+        json={"query": 'mutation { refreshSession(refreshToken: "another") { __typename } }'},
+        headers={"Idempotency-Key": "anonymous-1"},
+    )
+    assert other.get_json()["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    with session_factory() as session:
+        owners = session.scalars(select(models.IdempotencyKey.principal)).all()
+    assert owners == ["address:127.0.0.1"]

@@ -68,3 +68,57 @@ def test_one_key_twenty_requests_one_change(
         )
         keys = session.scalar(select(func.count()).select_from(models.IdempotencyKey))
     assert (created, events, keys) == (1, 1, 1)
+
+
+def test_one_key_for_different_requests_at_once_one_runs_the_others_are_refused(
+    settings: Settings, tokens: TokenService, committing_session_factory: sessionmaker[Session]
+) -> None:
+    """A client bug: one key, different requests, at once. They share no row, so each runs
+    until it writes the key; the first to commit keeps its change, the others' writes are
+    rolled back and they get IDEMPOTENCY_KEY_REUSED."""
+    admin = make_user(committing_session_factory, role=models.Role.ADMIN)
+    racers = 6
+    with stub_server(Behaviour(status=201, delay_seconds=0.2)) as url:
+        configured = replace(settings, provisioning_webhook_url=url)
+        app = create_app(configured, session_factory=committing_session_factory)
+        start = threading.Barrier(racers)
+        answers: list[tuple[int, Any]] = []
+
+        def race(number: int) -> None:
+            client = authorized(app.test_client(), tokens, admin)
+            start.wait()
+            response = client.post(
+                "/graphql",
+                json={
+                    "query": CREATE_USER,
+                    "variables": {"input": {"name": "Each", "email": f"each-{number}@x.test"}},
+                },
+                headers={"Idempotency-Key": "one-key-many-requests"},
+            )
+            answers.append((response.status_code, response.get_json()))
+
+        threads = [threading.Thread(target=race, args=(n,)) for n in range(racers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [422] * (racers - 1), answers
+    refusals = {
+        body["errors"][0]["extensions"]["code"] for status, body in answers if status == 422
+    }
+    assert refusals == {"IDEMPOTENCY_KEY_REUSED"}
+    with committing_session_factory() as session:
+        created = session.scalars(
+            select(models.User.email).where(models.User.email.like("each-%"))
+        ).all()
+        events = session.scalar(
+            select(func.count())
+            .select_from(models.AuditEvent)
+            .where(models.AuditEvent.actor_id == admin.id)
+        )
+        keys = session.scalar(select(func.count()).select_from(models.IdempotencyKey))
+    (winner,) = [body for status, body in answers if status == 200]
+    assert created == [winner["data"]["createUser"]["user"]["email"]]
+    assert (events, keys) == (1, 1)

@@ -111,3 +111,27 @@ def test_a_failed_mutation_keeps_nothing(
         emails = connection.scalars(select(models.User.email)).all()
     engine.dispose()
     assert emails == [admin.email]
+
+
+def test_an_idempotency_key_costs_a_signed_in_mutation_one_statement(
+    admin_client: FlaskClient, sent: list[str]
+) -> None:
+    """Authentication's statement reads the earlier request under the key too; the answer is
+    stored by one INSERT before the COMMIT. A retry runs nothing and writes nothing."""
+
+    def create(key: str, email: str) -> dict[str, Any]:
+        body = {"query": CREATE_USER, "variables": {"input": {"name": "Kay", "email": email}}}
+        response = admin_client.post("/graphql", json=body, headers={"Idempotency-Key": key})
+        assert response.status_code == 200
+        return {"replayed": "Idempotent-Replayed" in response.headers, **response.get_json()}
+
+    create("warm-up", "warm@example.com")  # the first in a process also purges expired keys
+    sent.clear()
+    first = create("k-1", "kay@example.com")
+    assert first["data"]["createUser"]["__typename"] == "CreateUserSuccess"
+    # The user, its audit event, the key with its answer.
+    assert sent == ["PING", "SELECT", "INSERT", "INSERT", "INSERT", "COMMIT"]
+    sent.clear()
+    again = create("k-1", "kay@example.com")
+    assert again == {**first, "replayed": True}
+    assert sent == ["PING", "SELECT", "ROLLBACK"]
