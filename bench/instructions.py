@@ -8,6 +8,8 @@ for `make bench`.
 
     .venv/bin/python -m bench.instructions                    # W1 and W2
     .venv/bin/python -m bench.instructions --workloads W1     # one workload
+    .venv/bin/python -m bench.instructions --workloads W4,W4K,W5   # the writes (W4K: the
+                                                              # baseline runs W4)
 
 Needs valgrind (Debian package `valgrind`; installed if missing) and the database `make bench`
 prepares (MariaDB, 10,000 users). Each count takes about a minute: valgrind runs Python some
@@ -16,13 +18,18 @@ fifty times slower.
 
 import argparse
 import contextlib
+import io
+import itertools
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from werkzeug.test import EnvironBuilder
 
@@ -39,14 +46,92 @@ WARM, COUNTED = 50, 600
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
+# The writes of `make bench` (W4, W4K, W5), each request its own: the GraphQL operation and
+# the baseline's method, path and JSON body, for request number n of a run.
+CREATE = (
+    "mutation($i: CreateUserInput!) { createUser(input: $i) { "
+    "__typename ... on CreateUserSuccess { user { id name email role } } } }"
+)
+UPDATE = (
+    "mutation($id: ID!, $i: UpdateUserInput!) { updateUser(id: $id, input: $i) { "
+    "__typename ... on UpdateUserSuccess { user { id name email role } } } }"
+)
+WRITES: dict[str, Callable[[str], tuple[dict[str, Any], str, str, dict[str, Any]]]] = {
+    "W4": lambda n: (
+        {"query": CREATE, "variables": {"i": {"name": "Bench", "email": f"i-{n}@bench.test"}}},
+        "POST",
+        "/users",
+        {"name": "Bench", "email": f"i-{n}@bench.test"},
+    ),
+    "W4K": lambda n: (
+        {"query": CREATE, "variables": {"i": {"name": "Bench", "email": f"k-{n}@bench.test"}}},
+        "POST",
+        "/users",
+        {"name": "Bench", "email": f"k-{n}@bench.test"},
+    ),
+    # User 1 is the admin whose token drives the run: left as it is.
+    "W5": lambda n: (
+        {"query": UPDATE, "variables": {"id": str(_other(n)), "i": {"name": f"B {n}"}}},
+        "PATCH",
+        f"/users/{_other(n)}",
+        {"name": f"B {n}"},
+    ),
+}
+
+
+def _other(n: str) -> int:
+    return 2 + int(n.rsplit("-", 1)[1]) * 7919 % 9999
+
+
+def _writer(app: Any, workload: str, target: str, token: str) -> Callable[[], None]:
+    """Sends the workload's next write; built from one environ, so that building requests
+    costs next to nothing beside serving them."""
+    run = uuid.uuid4().hex[:12]
+    count = itertools.count()
+    _, method, path, _ = WRITES[workload](f"{run}-0")
+    if target == "baseline":
+        base = EnvironBuilder(path=path, method=method, content_type="application/json")
+    else:
+        headers = [("Authorization", f"Bearer {token}")]
+        base = EnvironBuilder(
+            path="/graphql", method="POST", content_type="application/json", headers=headers
+        )
+    environ = base.get_environ()
+
+    def call() -> None:
+        n = f"{run}-{next(count)}"
+        operation, _, path, payload = WRITES[workload](n)
+        body = json.dumps(payload if target == "baseline" else operation).encode()
+        request = {**environ, "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        if target == "baseline":
+            request["PATH_INFO"] = path
+        elif workload == "W4K":
+            request["HTTP_IDEMPOTENCY_KEY"] = n
+        statuses: list[str] = []
+        b"".join(app(request, lambda status, _headers, _exc=None: statuses.append(status)))
+        if not statuses[0].startswith("200"):
+            raise RuntimeError(f"{workload} answered {statuses[0]}")
+
+    return call
+
+
 def serve(target: str, workload: str, requests: int, database: str) -> None:
     """Sends `requests` requests of one workload through one WSGI app, in this process."""
     os.environ.update({"DATABASE_URL": database, "USERQL_ENV": "production"})
     os.environ["JWT_SECRET"] = SECRET
+    # As `make bench` runs it: W4 creates users faster than the product's limit allows.
+    os.environ["RATE_LIMIT_CREATE_USER"] = "100000000/60"
     settings = Settings.from_env()
-    operation, path, query_string = WORKLOADS[workload]
     # The request log is written as in production, to a sink instead of the terminal.
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        if workload in WRITES:
+            token = build_token_service(settings).issue(user_id=1, role=Access.ADMIN).token
+            app = create_baseline() if target == "baseline" else create_app(settings)
+            call = _writer(app, workload, target, token)
+            for _ in range(requests):
+                call()
+            return
+        operation, path, query_string = WORKLOADS[workload]
         if target == "baseline":
             raw = EnvironBuilder(path=path, query_string=query_string).get_environ()
             call = _caller(create_baseline(), raw, b"")
@@ -108,7 +193,7 @@ def per_request(target: str, workload: str, database: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", default="mysql+pymysql://root@127.0.0.1:3306/userql_bench")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="W1, W2, W4, W4K, W5")
     parser.add_argument("--serve", choices=("userql", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=COUNTED, help=argparse.SUPPRESS)
     args = parser.parse_args()

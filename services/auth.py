@@ -389,16 +389,16 @@ def authenticate(
 
 def authenticate_keyed(
     uow: UnitOfWork, tokens: TokenService, token: str | None, *, with_row: bool, key: str
-) -> tuple[Principal, idempotency.Earlier | None]:
-    """authenticate(), and the signed-in caller's earlier request under the Idempotency-Key
-    `key`, read by the same statement (None without one, and for a caller without a token,
-    whose key its address owns: idempotency.lookup() reads it)."""
+) -> tuple[Principal, int | None]:
+    """authenticate(), and the id of the signed-in caller's earlier request under the
+    Idempotency-Key `key`, read by the same statement (None without one, and for a caller
+    without a token, whose key its address owns: idempotency.lookup() reads it)."""
     return _authenticate(uow, tokens, token, with_row=with_row, key=key)
 
 
 def _authenticate(
     uow: UnitOfWork, tokens: TokenService, token: str | None, *, with_row: bool, key: str | None
-) -> tuple[Principal, idempotency.Earlier | None]:
+) -> tuple[Principal, int | None]:
     if token is None:
         return ANONYMOUS, None
     claims = tokens.verify(token)

@@ -30,15 +30,11 @@ KEYS = cast(Table, models.IdempotencyKey.__table__)
 # (the construct, then its cache key, each time).
 _KEEP = insert(KEYS)
 _OF_KEY = (KEYS.c.principal == bindparam("owner")) & (KEYS.c.key == bindparam("claimed"))
-_EARLIER_COLUMNS = (
-    KEYS.c.request_hash.label("earlier_hash"),
-    KEYS.c.expires_at.label("earlier_expires_at"),
-    KEYS.c.status.label("earlier_status"),
-    KEYS.c.content_type.label("earlier_content_type"),
-    KEYS.c.body.label("earlier_body"),
-)
-_EARLIER = select(*_EARLIER_COLUMNS).where(_OF_KEY)
-_STORED = select(KEYS.c.id, *_EARLIER_COLUMNS).where(_OF_KEY)
+# The earlier request's id is all the caller's lookup reads beside the caller: each column of
+# a result costs the driver its description on every request, and an earlier request is rare.
+_EARLIER_ID = KEYS.c.id.label("earlier_id")
+_EARLIER = select(_EARLIER_ID).where(_OF_KEY)
+_STORED = select(KEYS).where(KEYS.c.id == bindparam("earlier"))
 _DROP = delete(KEYS).where(KEYS.c.id == bindparam("dropped"))
 # 1 to 255 visible ASCII characters: the draft's sf-string, without the quotes and escapes.
 KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,255}")
@@ -95,57 +91,46 @@ def request_hash(operations: list[tuple[str, str | None, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Earlier:
-    """The request stored under a key: what it sent (its hash), until when, and its answer."""
-
-    request_hash: str
-    expires_at: datetime
-    answer: StoredAnswer
-
-
 def owner(user_id: int | None, address: str) -> str:
     """Whose key it is: a signed-in caller's, or a caller's without a token by their address."""
     return f"user:{user_id}" if user_id is not None else f"address:{address}"
 
 
 def joined_to(selected: Select[Any], base: FromClause) -> Select[Any]:
-    """`selected` (from `base`) with the earlier request under the key `claimed` of `owner`
-    beside it, in the same row (its columns None when there is none): the caller's lookup
-    and the key's share one round trip."""
-    return selected.add_columns(*_EARLIER_COLUMNS).select_from(base.outerjoin(KEYS, _OF_KEY))
+    """`selected` (from `base`) with the id of the earlier request under the key `claimed` of
+    `owner` beside it, in the same row (None when there is none): the caller's lookup and the
+    key's share one round trip."""
+    return selected.add_columns(_EARLIER_ID).select_from(base.outerjoin(KEYS, _OF_KEY))
 
 
-def earlier_of(row: Any) -> Earlier | None:
-    """The earlier request in a row of a `joined_to` statement (or of none)."""
-    if row is None or row.earlier_hash is None:
-        return None
-    return Earlier(
-        request_hash=row.earlier_hash,
-        expires_at=row.earlier_expires_at,
-        answer=StoredAnswer(
-            status=row.earlier_status,
-            content_type=row.earlier_content_type,
-            body=row.earlier_body.encode(),
-        ),
-    )
+def earlier_of(row: Any) -> int | None:
+    """The earlier request's id in a row of a `joined_to` statement (or of none)."""
+    return None if row is None else cast(int | None, row.earlier_id)
 
 
-def lookup(connection: Connection, *, principal: str, key: str) -> Earlier | None:
-    """The earlier request under the key, for a caller whose lookup did not read it."""
+def lookup(connection: Connection, *, principal: str, key: str) -> int | None:
+    """The earlier request's id under the key, for a caller whose lookup did not read it."""
     return earlier_of(connection.execute(_EARLIER, {"owner": principal, "claimed": key}).first())
 
 
-def replayed(earlier: Earlier | None, digest: str, now: datetime) -> StoredAnswer | None:
-    """The answer to give instead of running: the earlier one when it sent the same; None when
-    the key is free (never used, or expired). Raises IdempotencyKeyReused when it sent another."""
-    if earlier is None or earlier.expires_at <= now:
+def replayed(
+    connection: Connection, earlier: int | None, digest: str, now: datetime
+) -> StoredAnswer | None:
+    """The answer to give instead of running: the earlier request's when it sent the same;
+    None when the key is free (never used, or expired). Raises IdempotencyKeyReused when it
+    sent another."""
+    if earlier is None:
         return None
-    if earlier.request_hash != digest:
+    found = connection.execute(_STORED, {"earlier": earlier}).one()
+    if found.expires_at <= now:
+        return None
+    if found.request_hash != digest:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used for another request; send a new key."
         )
-    return earlier.answer
+    return StoredAnswer(
+        status=found.status, content_type=found.content_type, body=found.body.encode()
+    )
 
 
 def keep(
@@ -183,13 +168,13 @@ def keep(
         pass  # stored already, and committed: at READ COMMITTED the next read sees it
     else:
         return None
-    found = connection.execute(_STORED, {"owner": principal, "claimed": key}).one()
-    if found.earlier_expires_at <= now:
-        # Expired and not yet purged: the key is free again.
-        connection.execute(_DROP, {"dropped": found.id})
+    earlier = lookup(connection, principal=principal, key=key)
+    first = replayed(connection, earlier, digest, now)
+    if first is None:
+        # Expired and not yet purged (or purged just now): the key is free again.
+        connection.execute(_DROP, {"dropped": earlier})
         connection.execute(_KEEP, row)
-        return None
-    return replayed(earlier_of(found), digest, now)
+    return first
 
 
 def purge(connection: Connection, now: datetime, *, batch: int = 1000) -> int:

@@ -173,7 +173,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         request: Request,
         key: str,
         principal: auth.Principal,
-        earlier: idempotency.Earlier | None,
+        earlier: int | None,
     ) -> None:
         """Holds the request's writes, to commit them with the answer under the key; raises
         _Replay with the answer of an earlier request under it that sent the same."""
@@ -184,7 +184,8 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
             try:
                 if principal.user_id is None:
                     earlier = idempotency.lookup(connection, principal=owner, key=key)
-                stored = idempotency.replayed(earlier, digest, self._collaborators.tokens.now())
+                now = self._collaborators.tokens.now()
+                stored = idempotency.replayed(connection, earlier, digest, now)
             except BaseException:
                 self._database.release(None)
                 raise
