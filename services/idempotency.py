@@ -36,6 +36,8 @@ _EARLIER_ID = KEYS.c.id.label("earlier_id")
 _EARLIER = select(_EARLIER_ID).where(_OF_KEY)
 _STORED = select(KEYS).where(KEYS.c.id == bindparam("earlier"))
 _DROP = delete(KEYS).where(KEYS.c.id == bindparam("dropped"))
+# Made once: json.dumps with options builds an encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 # 1 to 255 visible ASCII characters: the draft's sf-string, without the quotes and escapes.
 KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,255}")
 # Expired rows that storing an answer removes on its way: enough to keep up with any rate of
@@ -87,8 +89,7 @@ def checked_key(header: str) -> str:
 
 def request_hash(operations: list[tuple[str, str | None, Any]]) -> str:
     """What makes a repeat the same request: each operation's document, name and variables."""
-    canonical = json.dumps(operations, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(operations).encode()).hexdigest()
 
 
 def owner(user_id: int | None, address: str) -> str:

@@ -117,6 +117,7 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         """While the request holds its writes for an Idempotency-Key: whose key, the key,
         and the request's hash."""
         self._request_data: GraphQLRequestData | list[GraphQLRequestData] | None = None
+        self._request_operations: list[tuple[str, str | None, Any]] | None = None
 
     def get_context(self, request: Request, response: Response) -> Context:
         collaborators = self._collaborators
@@ -196,12 +197,19 @@ class UserqlGraphQLView(GraphQLView[Context, None]):
         self._idempotency = (owner, key, digest)
 
     def _operations(self, request: Request) -> list[tuple[str, str | None, Any]]:
-        data = self.parse_http_body(self.request_adapter_class(request))
-        operations = []
-        for item in data if isinstance(data, list) else [data]:
-            document = item.query or self._collaborators.documents.stored(item.extensions)
-            operations.append((document or "", item.operation_name, item.variables))
-        return operations
+        """Each operation's document (a persisted query's too), name and variables; made
+        once a request, for authentication and the Idempotency-Key alike."""
+        if self._request_operations is None:
+            data = self.parse_http_body(self.request_adapter_class(request))
+            self._request_operations = [
+                (
+                    item.query or self._collaborators.documents.stored(item.extensions) or "",
+                    item.operation_name,
+                    item.variables,
+                )
+                for item in (data if isinstance(data, list) else [data])
+            ]
+        return self._request_operations
 
     def _settle(self, response: Response) -> Response:
         """Ends the held writes: committed with the answer stored under the key; rolled back,
