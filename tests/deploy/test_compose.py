@@ -102,6 +102,10 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Slow).serve_forever()
 DB_HEALTHY_SECONDS = 90
 MIGRATE_SECONDS = 120
 API_HEALTHY_SECONDS = 60
+# How long the stack may take to say ready through the balancer once the api's HEALTHCHECK has
+# passed: podman 4.3's network DNS (aardvark-dns 1.4) now and then fails lookups of `db` for
+# a while (in CI, once for over 30 s), and each worker's readiness waits for its own lookup.
+READY_THROUGH_PROXY_SECONDS = 90
 # HAProxy asks the DNS every second and checks a new address's /readyz twice before it sends
 # it requests; with podman's DNS now and then slow, this bounds how soon a replica must get
 # requests.
@@ -426,12 +430,12 @@ def test_the_compose_services_start_in_order_serve_and_drain(
         assert re.findall(r"^nameserver (\S+)$", resolv, re.MULTILINE) == [started.dns]
         assert re.search(r"api/api1 changed its IP from \(none\) to ", started.logs(proxy))
         # Each gunicorn worker checks readiness for itself, so a worker not asked yet may still
-        # say 503 after the container's HEALTHCHECK passed; and podman 4.3's network DNS now
-        # and then takes 10 s to answer a lookup of `db` (seen in CI), which only a retry
-        # gets past. The balancer sees the same: a check that gets that 503 takes the api out
-        # of rotation until two checks have passed, and meanwhile it answers 503 itself.
-        assert eventually_ready(f"{base}/readyz", seconds=30)
-        assert eventually_ready(f"{base}/livez", seconds=30)
+        # say 503 after the container's HEALTHCHECK passed, until its own lookup of `db` is
+        # answered (READY_THROUGH_PROXY_SECONDS). The balancer sees the same: a check that
+        # gets that 503 takes the api out of rotation until two checks have passed, and
+        # meanwhile it answers 503 itself.
+        assert eventually_ready(f"{base}/readyz", seconds=READY_THROUGH_PROXY_SECONDS)
+        assert eventually_ready(f"{base}/livez", seconds=READY_THROUGH_PROXY_SECONDS)
         assert call(f"{base}/livez") == (200, {"status": "ok"})
         # gunicorn's refusal, in the app's error shape, through the balancer.
         assert call(f"{base}/livez?{'x' * 10000}") == (
