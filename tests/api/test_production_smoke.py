@@ -203,20 +203,27 @@ def wait_until_draining(server: Server, health: str) -> None:
         time.sleep(0.02)
 
 
-def test_on_sigterm_each_worker_drains_before_it_stops(tmp_path: Path) -> None:
-    """SHUTDOWN_DRAIN_SECONDS=2: after SIGTERM /readyz answers 503 draining on both ports,
-    /livez and queries are still answered 200, and gunicorn exits 0 once the drain is over,
-    not before."""
+@contextmanager
+def two_workers_draining(tmp_path: Path, drain_seconds: int) -> Iterator[tuple[Server, str]]:
+    """production_server with two workers that each serve, a health port, and a drain of
+    `drain_seconds` on SIGTERM; the server and the health port's base URL."""
     health_port = free_port()
     with production_server(
         f"sqlite:///{tmp_path / 'drain.sqlite3'}",
         tmp_path,
         WEB_CONCURRENCY="2",
         HEALTH_PORT=str(health_port),
-        SHUTDOWN_DRAIN_SECONDS="2",
+        SHUTDOWN_DRAIN_SECONDS=str(drain_seconds),
     ) as server:
         wait_until_every_worker_serves(server, 2)
-        health = f"http://127.0.0.1:{health_port}"
+        yield server, f"http://127.0.0.1:{health_port}"
+
+
+def test_on_sigterm_each_worker_drains_before_it_stops(tmp_path: Path) -> None:
+    """SHUTDOWN_DRAIN_SECONDS=2: after SIGTERM /readyz answers 503 draining on both ports,
+    /livez and queries are still answered 200, and gunicorn exits 0 once the drain is over,
+    not before."""
+    with two_workers_draining(tmp_path, 2) as (server, health):
         assert call(f"{health}/readyz")[0] == 200
         os.kill(server.process.pid, signal.SIGTERM)
         signalled = time.monotonic()
@@ -240,19 +247,11 @@ def test_on_sigterm_each_worker_drains_before_it_stops(tmp_path: Path) -> None:
 def test_a_second_signal_during_the_drain_stops_gunicorn_promptly(
     tmp_path: Path, second: str
 ) -> None:
-    health_port = free_port()
-    with production_server(
-        f"sqlite:///{tmp_path / 'drain.sqlite3'}",
-        tmp_path,
-        WEB_CONCURRENCY="2",
-        HEALTH_PORT=str(health_port),
-        SHUTDOWN_DRAIN_SECONDS="20",
-    ) as server:
-        wait_until_every_worker_serves(server, 2)
+    with two_workers_draining(tmp_path, 20) as (server, health):
         workers = workers_of(server.process)
         assert len(workers) == 2, workers
         os.kill(server.process.pid, signal.SIGTERM)
-        wait_until_draining(server, f"http://127.0.0.1:{health_port}/readyz")
+        wait_until_draining(server, f"{health}/readyz")
         signalled = time.monotonic()
         if second == "SIGINT to the master":
             os.kill(server.process.pid, signal.SIGINT)
