@@ -70,6 +70,11 @@ VARIANTS: dict[str, dict[str, str]] = {
     "tracing": {"TRACING": "on", "OTEL_TRACES_SAMPLER": "always_on"},
 }
 VARIANT_WORKLOADS = ("W1 user(id)", "W2 users(first: 100)")
+# A workload priced against another of userql's own: in each of its rounds userql also runs
+# the other, so the two compare within a round, as userql and the baseline do. Compared
+# across cells instead, they would meet the machine at different minutes.
+PAIRED = {"W4K createUser with a key": "W4 createUser"}
+UNPAIRED = "userql, paired workload"
 
 
 @dataclass
@@ -271,10 +276,13 @@ def report(cells: dict[tuple[str, int], Cell], rss: dict[str, float], meta: dict
         "| userql SQL/req | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    pairs: list[str] = []
     for (workload, connections), cell in cells.items():
         ours, raw = cell.runs["userql"], cell.runs["baseline"]
+        if (plain := cell.runs.get(UNPAIRED)) is not None:
+            pairs.append(_pair_line(workload, connections, ours, plain))
         for variant, theirs in cell.runs.items():
-            if variant not in ("userql", "baseline"):
+            if variant not in ("userql", "baseline", UNPAIRED):
                 overheads.append(
                     f"| {workload} | {connections} | {variant} "
                     f"| {statistics.median(r.cpu_ms_per_request for r in ours):.3f} "
@@ -309,11 +317,37 @@ def report(cells: dict[tuple[str, int], Cell], rss: dict[str, float], meta: dict
             "|---|---|---|---|---|---|---|",
             *overheads,
         ]
+    if pairs:
+        lines += [
+            "",
+            "userql against itself, in the same rounds (each round runs both workloads on "
+            "the same server):",
+            "",
+            "| workload | conn | against | req/s | against req/s | ratio (per round) "
+            "| median ratio | CPU ms/req | against CPU ms/req |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *pairs,
+        ]
     lines += [
         "",
         f"Peak RSS per worker: userql {rss['userql']:.0f} MiB, baseline {rss['baseline']:.0f} MiB.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _pair_line(workload: str, connections: int, ours: list[Run], plain: list[Run]) -> str:
+    med = statistics.median
+    ratios = [
+        a.requests_per_second / b.requests_per_second for a, b in zip(ours, plain, strict=True)
+    ]
+    return (
+        f"| {workload} | {connections} | {PAIRED[workload]} "
+        f"| {med(r.requests_per_second for r in ours):.0f} "
+        f"| {med(r.requests_per_second for r in plain):.0f} "
+        f"| {', '.join(f'{x:.2f}' for x in ratios)} | **{med(ratios):.2f}** "
+        f"| {med(r.cpu_ms_per_request for r in ours):.2f} "
+        f"| {med(r.cpu_ms_per_request for r in plain):.2f} |"
+    )
 
 
 def _overhead(ours: list[Run], theirs: list[Run]) -> float:
@@ -424,13 +458,16 @@ def main() -> int:
                     for server in servers
                     if server.name in ("userql", "baseline") or workload in VARIANT_WORKLOADS
                 ]
+                runs = [(server.name, server, WORKLOADS[workload]) for server in taking_part]
+                if workload in PAIRED:
+                    runs.append((UNPAIRED, servers[0], WORKLOADS[PAIRED[workload]]))
                 for _ in range(args.rounds):
-                    for server in taking_part:
+                    for name, server, script in runs:
                         run_number += 1
-                        cell.runs.setdefault(server.name, []).append(
+                        cell.runs.setdefault(name, []).append(
                             measure(
                                 server,
-                                WORKLOADS[workload],
+                                script,
                                 connections,
                                 args.seconds,
                                 token,
