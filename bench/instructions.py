@@ -56,19 +56,22 @@ UPDATE = (
     "mutation($id: ID!, $i: UpdateUserInput!) { updateUser(id: $id, input: $i) { "
     "__typename ... on UpdateUserSuccess { user { id name email role } } } }"
 )
-WRITES: dict[str, Callable[[str], tuple[dict[str, Any], str, str, dict[str, Any]]]] = {
-    "W4": lambda n: (
-        {"query": CREATE, "variables": {"i": {"name": "Bench", "email": f"i-{n}@bench.test"}}},
-        "POST",
-        "/users",
-        {"name": "Bench", "email": f"i-{n}@bench.test"},
-    ),
-    "W4K": lambda n: (
-        {"query": CREATE, "variables": {"i": {"name": "Bench", "email": f"k-{n}@bench.test"}}},
-        "POST",
-        "/users",
-        {"name": "Bench", "email": f"k-{n}@bench.test"},
-    ),
+Write = Callable[[str], tuple[dict[str, Any], str, str, dict[str, Any]]]
+
+
+def _create(prefix: str) -> Write:
+    """W4's createUser with emails of their own (W4K's too, so neither meets the other's)."""
+
+    def write(n: str) -> tuple[dict[str, Any], str, str, dict[str, Any]]:
+        user = {"name": "Bench", "email": f"{prefix}-{n}@bench.test"}
+        return {"query": CREATE, "variables": {"i": user}}, "POST", "/users", user
+
+    return write
+
+
+WRITES: dict[str, Write] = {
+    "W4": _create("i"),
+    "W4K": _create("k"),
     # User 1 is the admin whose token drives the run: left as it is.
     "W5": lambda n: (
         {"query": UPDATE, "variables": {"id": str(_other(n)), "i": {"name": f"B {n}"}}},

@@ -74,7 +74,7 @@ VARIANT_WORKLOADS = ("W1 user(id)", "W2 users(first: 100)")
 # the other, so the two compare within a round, as userql and the baseline do. Compared
 # across cells instead, they would meet the machine at different minutes.
 PAIRED = {"W4K createUser with a key": "W4 createUser"}
-UNPAIRED = "userql, paired workload"
+PAIRED_RUN = "userql, the paired workload"
 
 
 @dataclass
@@ -279,10 +279,10 @@ def report(cells: dict[tuple[str, int], Cell], rss: dict[str, float], meta: dict
     pairs: list[str] = []
     for (workload, connections), cell in cells.items():
         ours, raw = cell.runs["userql"], cell.runs["baseline"]
-        if (plain := cell.runs.get(UNPAIRED)) is not None:
+        if (plain := cell.runs.get(PAIRED_RUN)) is not None:
             pairs.append(_pair_line(workload, connections, ours, plain))
         for variant, theirs in cell.runs.items():
-            if variant not in ("userql", "baseline", UNPAIRED):
+            if variant not in ("userql", "baseline", PAIRED_RUN):
                 overheads.append(
                     f"| {workload} | {connections} | {variant} "
                     f"| {statistics.median(r.cpu_ms_per_request for r in ours):.3f} "
@@ -460,7 +460,7 @@ def main() -> int:
                 ]
                 runs = [(server.name, server, WORKLOADS[workload]) for server in taking_part]
                 if workload in PAIRED:
-                    runs.append((UNPAIRED, servers[0], WORKLOADS[PAIRED[workload]]))
+                    runs.append((PAIRED_RUN, servers[0], WORKLOADS[PAIRED[workload]]))
                 for _ in range(args.rounds):
                     for name, server, script in runs:
                         run_number += 1
